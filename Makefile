@@ -1,0 +1,58 @@
+# cdswap: durable CD-ROM medium changes for Xen guests, as Temporal workflows.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cdswap
+TEMPORAL_CLI_VERSION := v1.5.1
+TEMPORAL_CLI ?= $(CACHE)/bin/temporal-$(TEMPORAL_CLI_VERSION)/temporal
+export CDSWAP_TEMPORAL_CLI := $(TEMPORAL_CLI)
+export CDSWAP_CACHE := $(CACHE)
+
+# Native fuzz targets run briefly in `make test` (package:Target).
+FUZZ_TARGETS := \
+	./internal/xs:FuzzDecodeMsg \
+	./internal/xs/xenstored:FuzzServerFrames \
+	./internal/qmp:FuzzDecodeMessage \
+	./internal/xen:FuzzParseVdev
+FUZZ_TIME ?= 4s
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install Debian's qemu-system-x86 and xenstore-utils (as root) and build the Temporal CLI once
+	@./scripts/deps.sh --temporal >/dev/null
+
+.PHONY: build
+build: ## Build the binaries into bin/
+	$(GO) build -o bin/ ./...
+
+.PHONY: test
+test: deps ## Run vet, the whole suite with -race, and a short run of every fuzz target
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 12m ./...
+	@for ft in $(FUZZ_TARGETS); do \
+	  pkg=$${ft%%:*}; target=$${ft##*:}; \
+	  echo "fuzz $$pkg $$target ($(FUZZ_TIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZ_TIME) $$pkg >/dev/null || exit 1; \
+	done
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target longer (FUZZ_TIME=1m)
+	$(MAKE) --no-print-directory test FUZZ_TIME=$(or $(FUZZ_LONG),1m)
+
+.PHONY: bench
+bench: deps ## Run the benchmarks (protocols, end-to-end swap)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+.PHONY: demo
+demo: deps ## Run the main job end to end on a simulated Xen host (see README)
+	@echo "make demo: the end-to-end demo (Temporal dev server + xensim + cdswap-worker + cdswap insert/eject) is being built (issues 3 and 4)."
+	@echo "Today it checks the prerequisites only: QEMU, xenstore-utils and the Temporal CLI at $(TEMPORAL_CLI)."

@@ -1,0 +1,9 @@
+// Package xs speaks the xenstore wire protocol of xen/include/public/io/xs_wire.h
+// (docs/misc/xenstore.txt): a client for xenstored's unix socket or /dev/xen/xenbus, and the
+// frame codec it shares with the in-memory server in package xenstored.
+//
+// A frame is a 16-byte header (type, req_id, tx_id, len as host-order uint32, little-endian
+// on every platform Xen runs dom0 on) followed by len bytes of payload. Strings in a payload
+// are NUL-separated. Errors come back as an XS_ERROR frame whose payload is the errno name
+// ("ENOENT"), which this package maps to sentinels such as ErrNotFound and ErrAgain.
+package xs
