@@ -40,6 +40,9 @@ var (
 	// ErrProtocol is returned when a server's reply makes no sense (a malformed frame or
 	// payload); the connection is closed after it.
 	ErrProtocol = errors.New("xenstore protocol error")
+	// ErrTxDone is returned by an operation on a transaction that was already committed or
+	// aborted.
+	ErrTxDone = errors.New("xenstore transaction already ended")
 )
 
 // errnoNames lists the wire names in xsd_errors[] order, with EQUOTA last.
