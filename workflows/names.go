@@ -1,0 +1,206 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cdswap/cdswap/activities"
+)
+
+// Workflow type names, as registered by Register, and the query ChangeMedium answers.
+const (
+	ChangeMediumName = "ChangeMedium"
+	ResolveDriveName = "ResolveDrive"
+	// ProgressQuery returns a Progress.
+	ProgressQuery = "progress"
+)
+
+// ResolveDriveTimeout is the WorkflowExecutionTimeout to start ResolveDrive with: if no
+// worker polls the host's task queue, not even the workflow's first task runs, and this
+// bounds how long the operator waits for IsNoWorker to say so.
+const ResolveDriveTimeout = 10 * time.Second
+
+// WorkflowID is the id of the ChangeMedium run for one drive. Temporal refuses a second
+// running workflow with the same id, which makes "one change per drive at a time" hold.
+func WorkflowID(host string, domid uint32, vdev string) string {
+	return fmt.Sprintf("cdswap-%s-%d-%s", host, domid, vdev)
+}
+
+// ResolveWorkflowID is the id of a ResolveDrive run; concurrent resolutions of the same
+// drive share one run (ResolveDriveStartOptions uses WorkflowIDConflictPolicy UseExisting).
+func ResolveWorkflowID(host, domain, vdev string) string {
+	return fmt.Sprintf("cdswap-resolve-%s-%s-%s", host, domain, vdev)
+}
+
+// Registry is what Register needs: a worker.Worker, a worker.WorkflowReplayer and a
+// testsuite.TestWorkflowEnvironment all have it.
+type Registry interface {
+	RegisterWorkflowWithOptions(w any, options workflow.RegisterOptions)
+}
+
+// Register registers ChangeMedium and ResolveDrive under their type names.
+func Register(r Registry) {
+	r.RegisterWorkflowWithOptions(ChangeMedium, workflow.RegisterOptions{Name: ChangeMediumName})
+	r.RegisterWorkflowWithOptions(ResolveDrive, workflow.RegisterOptions{Name: ResolveDriveName})
+}
+
+// Outcome is how a ChangeMedium run ended, in its result and in the CdswapOutcome search
+// attribute.
+type Outcome string
+
+// Outcomes.
+const (
+	// OutcomeRunning is what the starter sets CdswapOutcome to; a run never returns it.
+	OutcomeRunning Outcome = "running"
+	// OutcomeChanged: the new medium is in the drive and in libxl's records.
+	OutcomeChanged Outcome = "changed"
+	// OutcomeEjected: the drive is empty, in QEMU and in libxl's records.
+	OutcomeEjected Outcome = "ejected"
+	// OutcomeUnchanged: the drive already held what was asked; nothing was done.
+	OutcomeUnchanged Outcome = "unchanged"
+	// OutcomeRefused: the request was refused before anything was touched (bad input,
+	// unsupported device model, medium outside the ISO roots...). Error type ErrRefused.
+	OutcomeRefused Outcome = "refused"
+	// OutcomeFailed: a step failed before the drive was touched (a locked tray without
+	// force, the lock held by xl); the drive is as it was. Error type ErrSwapFailed.
+	OutcomeFailed Outcome = "failed"
+	// OutcomeFailedRestored: a step failed after the drive was touched and the old medium
+	// was put back. Error type ErrSwapFailedRestored.
+	OutcomeFailedRestored Outcome = "failed-restored"
+	// OutcomeRestoreFailed: putting the old medium back failed too; the drive needs a
+	// person (ChangeMediumResult.Action says what to do). Error type ErrRestoreFailed.
+	OutcomeRestoreFailed Outcome = "restore-failed"
+	// OutcomeCanceled: the run was canceled; a touched drive was restored first. The run
+	// ends as Canceled, with the result in the CanceledError's details.
+	OutcomeCanceled Outcome = "canceled"
+)
+
+// Error types (temporal.ApplicationError.Type) of a failed ChangeMedium run. A failed run
+// returns no result value (Temporal drops it), so the ChangeMediumResult travels as the
+// error's details: ResultFromError gets it back. The chain's innermost application error
+// carries the activities type that decided (CauseType, ChangeMediumResult.ErrorType).
+const (
+	ErrRefused            = "Refused"
+	ErrSwapFailed         = "SwapFailed"
+	ErrSwapFailedRestored = "SwapFailedRestored"
+	ErrRestoreFailed      = "RestoreFailed"
+	// ErrResolveFailed is the type of a ResolveDrive failure whose activity error had none
+	// (a plain Go error after the last attempt, a StartToClose timeout).
+	ErrResolveFailed = "ResolveFailed"
+)
+
+// Typed search attributes (all Keyword). The starter sets them, with CdswapOutcome
+// "running", when it starts a run (StartOptions); the run upserts CdswapOutcome when it ends.
+// They must be registered on the namespace (the dev server's --search-attribute).
+var (
+	CdswapHost    = temporal.NewSearchAttributeKeyKeyword("CdswapHost")
+	CdswapDomain  = temporal.NewSearchAttributeKeyKeyword("CdswapDomain")
+	CdswapVdev    = temporal.NewSearchAttributeKeyKeyword("CdswapVdev")
+	CdswapMedium  = temporal.NewSearchAttributeKeyKeyword("CdswapMedium")
+	CdswapOutcome = temporal.NewSearchAttributeKeyKeyword("CdswapOutcome")
+)
+
+// SearchAttributeKeys lists the keys above, for registering them.
+func SearchAttributeKeys() []temporal.SearchAttributeKeyKeyword {
+	return []temporal.SearchAttributeKeyKeyword{CdswapHost, CdswapDomain, CdswapVdev, CdswapMedium, CdswapOutcome}
+}
+
+// StartAttributes are the search attributes a ChangeMedium run starts with. An eject has
+// CdswapMedium "".
+func StartAttributes(in ChangeMediumInput) temporal.SearchAttributes {
+	return temporal.NewSearchAttributes(
+		CdswapHost.ValueSet(in.Host),
+		CdswapDomain.ValueSet(in.Domain),
+		CdswapVdev.ValueSet(in.Vdev),
+		CdswapMedium.ValueSet(in.Medium),
+		CdswapOutcome.ValueSet(string(OutcomeRunning)),
+	)
+}
+
+// Memo is the memo a ChangeMedium run starts with: who asked, why, and the ticket.
+func Memo(in ChangeMediumInput) map[string]any {
+	return map[string]any{"requester": in.Requester, "reason": in.Reason, "ticket": in.Ticket}
+}
+
+// StartOptions are the options to start a ChangeMedium run with: its id (a second run for a
+// drive that has one running is refused), the host's task queue, the memo and the search
+// attributes.
+func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       WorkflowID(in.Host, in.DomID, in.Vdev),
+		TaskQueue:                activities.TaskQueue(in.Host),
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		Memo:                     Memo(in),
+		TypedSearchAttributes:    StartAttributes(in),
+	}
+}
+
+// ResolveDriveStartOptions are the options to start a ResolveDrive run with.
+func ResolveDriveStartOptions(in ResolveDriveInput) client.StartWorkflowOptions {
+	return client.StartWorkflowOptions{
+		ID:                       ResolveWorkflowID(in.Host, in.Domain, in.Vdev),
+		TaskQueue:                activities.TaskQueue(in.Host),
+		WorkflowExecutionTimeout: ResolveDriveTimeout,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+	}
+}
+
+// ResultFromError returns the ChangeMediumResult carried by the error of a failed or
+// canceled ChangeMedium run, and whether there was one.
+func ResultFromError(err error) (ChangeMediumResult, bool) {
+	var res ChangeMediumResult
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() && appErr.Details(&res) == nil {
+		return res, true
+	}
+	var canceled *temporal.CanceledError
+	if errors.As(err, &canceled) && canceled.HasDetails() && canceled.Details(&res) == nil {
+		return res, true
+	}
+	return ChangeMediumResult{}, false
+}
+
+// CauseType returns the error type that decided err: the type of the application error an
+// activity returned (the direct cause of the first ActivityError in the chain, such as
+// activities.ErrTrayLocked), or else the innermost application error's type, or "". The
+// causes below an activity's own error are Go errors converted for transport, whose types
+// are Go type names, so they are not looked at.
+func CauseType(err error) string {
+	t := ""
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch x := e.(type) {
+		case *temporal.ActivityError:
+			if appErr, ok := x.Unwrap().(*temporal.ApplicationError); ok {
+				return appErr.Type()
+			}
+			return t
+		case *temporal.ApplicationError:
+			t = x.Type()
+		}
+	}
+	return t
+}
+
+// IsNoWorker reports whether err, from a ResolveDrive run, means that no cdswap-worker polls
+// the host's task queue: the run's activity was never picked up (activities.ErrNoWorker), or
+// the run itself timed out (started with ResolveDriveTimeout, its first workflow task was
+// never picked up either).
+func IsNoWorker(err error) bool {
+	if CauseType(err) == activities.ErrNoWorker {
+		return true
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return false
+	}
+	var timeout *temporal.TimeoutError
+	return errors.As(err, &timeout)
+}

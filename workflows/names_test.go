@@ -1,0 +1,171 @@
+package workflows_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/workflows"
+)
+
+func TestWorkflowID(t *testing.T) {
+	tests := []struct {
+		name  string
+		host  string
+		domid uint32
+		vdev  string
+		want  string
+	}{
+		{name: "hdc", host: "dom0-a", domid: 7, vdev: "hdc", want: "cdswap-dom0-a-7-hdc"},
+		{name: "xvdc", host: "h1.example.org", domid: 12345, vdev: "xvdc", want: "cdswap-h1.example.org-12345-xvdc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := workflows.WorkflowID(tt.host, tt.domid, tt.vdev); got != tt.want {
+				t.Errorf("WorkflowID(%q, %d, %q) = %q, want %q", tt.host, tt.domid, tt.vdev, got, tt.want)
+			}
+		})
+	}
+	if got, want := activities.TaskQueue("dom0-a"), "cdswap-host-dom0-a"; got != want {
+		t.Errorf("TaskQueue(%q) = %q, want %q", "dom0-a", got, want)
+	}
+}
+
+// TestActivityNames checks that the Name constants are the method names the SDK derives
+// from the method values the workflows call.
+func TestActivityNames(t *testing.T) {
+	var a *activities.Activities
+	tests := []struct {
+		name string
+		fn   any
+	}{
+		{activities.NameResolveDrive, a.ResolveDrive},
+		{activities.NameInspect, a.Inspect},
+		{activities.NameLock, a.Lock},
+		{activities.NameUnlock, a.Unlock},
+		{activities.NameEject, a.Eject},
+		{activities.NameReleaseFdset, a.ReleaseFdset},
+		{activities.NameDetachVBD, a.DetachVBD},
+		{activities.NameAttachVBD, a.AttachVBD},
+		{activities.NameWaitFdset, a.WaitFdset},
+		{activities.NameAddFD, a.AddFD},
+		{activities.NameChangeMedium, a.ChangeMedium},
+		{activities.NameRecord, a.Record},
+		{activities.NameVerify, a.Verify},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			full := runtime.FuncForPC(reflect.ValueOf(tt.fn).Pointer()).Name()
+			got := strings.TrimSuffix(full[strings.LastIndex(full, ".")+1:], "-fm")
+			if got != tt.name {
+				t.Errorf("activity type of %s = %q, want %q", full, got, tt.name)
+			}
+		})
+	}
+	// Every exported method of Activities is in the table.
+	typ := reflect.TypeOf(a)
+	assert.Equal(t, len(tests), typ.NumMethod(), "methods of *Activities")
+}
+
+func TestPermanentErrorTypes(t *testing.T) {
+	perm := activities.PermanentErrorTypes()
+	for _, retryable := range []string{activities.ErrTrayLocked, activities.ErrLockBusy, activities.ErrVBDBusy, activities.ErrVerifyMismatch} {
+		assert.NotContains(t, perm, retryable)
+	}
+	for _, p := range []string{activities.ErrMediumOutsideRoots, activities.ErrUnsupportedDeviceModel, activities.ErrFdsetTimeout} {
+		assert.Contains(t, perm, p)
+	}
+	perm[0] = "changed"
+	assert.NotEqual(t, "changed", activities.PermanentErrorTypes()[0], "PermanentErrorTypes shares its slice")
+}
+
+func TestStartOptions(t *testing.T) {
+	in := testInput()
+	o := workflows.StartOptions(in)
+	assert.Equal(t, "cdswap-h1-7-hdc", o.ID)
+	assert.Equal(t, "cdswap-host-h1", o.TaskQueue)
+	assert.Equal(t, enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL, o.WorkflowIDConflictPolicy)
+	assert.Equal(t, map[string]any{"requester": "alice", "reason": "monthly ISO", "ticket": "OPS-1"}, o.Memo)
+	for _, k := range []struct {
+		key  temporal.SearchAttributeKeyKeyword
+		want string
+	}{
+		{workflows.CdswapHost, testHost}, {workflows.CdswapDomain, testDomain}, {workflows.CdswapVdev, testVdev},
+		{workflows.CdswapMedium, newISO}, {workflows.CdswapOutcome, "running"},
+	} {
+		got, ok := o.TypedSearchAttributes.GetKeyword(k.key)
+		assert.True(t, ok, "attribute %s not set", k.key.GetName())
+		assert.Equal(t, k.want, got, "attribute %s", k.key.GetName())
+	}
+	var names []string
+	for _, k := range workflows.SearchAttributeKeys() {
+		names = append(names, k.GetName())
+	}
+	assert.Equal(t, []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}, names)
+
+	r := workflows.ResolveDriveStartOptions(workflows.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
+	assert.Equal(t, "cdswap-resolve-h1-web1-hdc", r.ID)
+	assert.Equal(t, "cdswap-host-h1", r.TaskQueue)
+	assert.Equal(t, workflows.ResolveDriveTimeout, r.WorkflowExecutionTimeout)
+}
+
+func TestErrorHelpers(t *testing.T) {
+	res := workflows.ChangeMediumResult{Outcome: workflows.OutcomeFailedRestored, Old: oldISO, FdsetID: 4}
+	activityErr := temporal.NewApplicationError("tray locked", activities.ErrTrayLocked)
+	tests := []struct {
+		name      string
+		err       error
+		causeType string
+		noWorker  bool
+		result    *workflows.ChangeMediumResult
+	}{
+		{name: "nil", err: nil},
+		{name: "plain", err: errors.New("boom")},
+		{
+			name:      "workflow error with result",
+			err:       temporal.NewApplicationErrorWithOptions("failed", workflows.ErrSwapFailedRestored, temporal.ApplicationErrorOptions{Cause: activityErr, Details: []any{res}}),
+			causeType: activities.ErrTrayLocked,
+			result:    &res,
+		},
+		{
+			name:   "canceled with result",
+			err:    temporal.NewCanceledError(res),
+			result: &res,
+		},
+		{
+			name:      "wrapped",
+			err:       fmt.Errorf("start: %w", temporal.NewApplicationError("x", activities.ErrNoWorker)),
+			causeType: activities.ErrNoWorker,
+			noWorker:  true,
+		},
+		{
+			name:     "run timed out",
+			err:      temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_START_TO_CLOSE, nil),
+			noWorker: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := workflows.CauseType(tt.err); got != tt.causeType {
+				t.Errorf("CauseType(%v) = %q, want %q", tt.err, got, tt.causeType)
+			}
+			if got := workflows.IsNoWorker(tt.err); got != tt.noWorker {
+				t.Errorf("IsNoWorker(%v) = %v, want %v", tt.err, got, tt.noWorker)
+			}
+			got, ok := workflows.ResultFromError(tt.err)
+			require.Equal(t, tt.result != nil, ok, "ResultFromError(%v) found a result", tt.err)
+			if tt.result != nil {
+				assert.Equal(t, *tt.result, got)
+			}
+		})
+	}
+}

@@ -1,0 +1,100 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cdswap/cdswap/activities"
+)
+
+// Tunables of the stubdom fdset wait and of the restore.
+const (
+	// fdsetPollInterval is WaitFdset's query-fdsets period (libxl polls every 200 ms).
+	fdsetPollInterval = 50 * time.Millisecond
+	// fdsetWaitTimeout bounds one WaitFdset attempt; it stays under the step's
+	// StartToCloseTimeout so that the activity reports ErrFdsetTimeout itself.
+	fdsetWaitTimeout = 25 * time.Second
+	// addFDRounds bounds AddFD + ChangeMedium rounds when QEMU lost the fdset in between.
+	addFDRounds = 3
+	// restoreRounds is how many times the whole restore sequence runs before the run gives
+	// up with ErrRestoreFailed; restorePause[i] is the pause after round i+1.
+	restoreRounds = 3
+)
+
+// restorePause is the pause between restore rounds.
+func restorePause(round int) time.Duration {
+	if round <= 1 {
+		return 10 * time.Second
+	}
+	return 30 * time.Second
+}
+
+// policy is one step's timeouts and retries.
+type policy struct {
+	startToClose time.Duration
+	heartbeat    time.Duration
+	initial      time.Duration
+	attempts     int32
+}
+
+// stepPolicy sizes each step. Retries start at 100-200 ms and double up to 2 s; QMP steps
+// get 10 s per attempt, PV disk steps 20 s (libxl waits up to 10 s for a backend state),
+// WaitFdset 30 s with a 2 s heartbeat so that a dead worker is noticed quickly.
+func stepPolicy(step string) policy {
+	switch step {
+	case activities.NameInspect:
+		return policy{startToClose: 15 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+	case activities.NameLock:
+		// ErrLockBusy is retried for about a minute: xl holds the lock for one change.
+		return policy{startToClose: 5 * time.Second, initial: 200 * time.Millisecond, attempts: 30}
+	case activities.NameUnlock:
+		return policy{startToClose: 5 * time.Second, initial: 200 * time.Millisecond, attempts: 10}
+	case activities.NameEject:
+		// A locked tray (ErrTrayLocked) is retried 4 times over about 3 s: a Linux guest
+		// opens it after the first refused eject.
+		return policy{startToClose: 10 * time.Second, initial: 200 * time.Millisecond, attempts: 5}
+	case activities.NameReleaseFdset, activities.NameAddFD, activities.NameChangeMedium:
+		return policy{startToClose: 10 * time.Second, initial: 100 * time.Millisecond, attempts: 5}
+	case activities.NameDetachVBD, activities.NameAttachVBD:
+		return policy{startToClose: 20 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+	case activities.NameWaitFdset:
+		return policy{startToClose: 30 * time.Second, heartbeat: 2 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+	case activities.NameRecord:
+		// xenstore transaction conflicts are retried inside the activity; these attempts
+		// cover a busy or restarting xenstored.
+		return policy{startToClose: 10 * time.Second, initial: 100 * time.Millisecond, attempts: 10}
+	case activities.NameVerify:
+		return policy{startToClose: 10 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+	case activities.NameResolveDrive:
+		return policy{startToClose: 10 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+	}
+	return policy{startToClose: 10 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+}
+
+// activityOptions are the options of step on host's task queue. A restore step gets more
+// attempts and a longer backoff cap: the drive must not be left without its old medium.
+func activityOptions(host, step string, restore bool) workflow.ActivityOptions {
+	p := stepPolicy(step)
+	maxInterval := 2 * time.Second
+	if restore {
+		p.attempts = max(3*p.attempts, 10)
+		maxInterval = 10 * time.Second
+	}
+	return workflow.ActivityOptions{
+		TaskQueue:           activities.TaskQueue(host),
+		StartToCloseTimeout: p.startToClose,
+		HeartbeatTimeout:    p.heartbeat,
+		// Wait for a canceled activity to finish before compensating, so that a restore
+		// never races with a step still changing the drive.
+		WaitForCancellation: true,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        p.initial,
+			BackoffCoefficient:     2,
+			MaximumInterval:        maxInterval,
+			MaximumAttempts:        p.attempts,
+			NonRetryableErrorTypes: activities.PermanentErrorTypes(),
+		},
+	}
+}
