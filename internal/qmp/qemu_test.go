@@ -1,0 +1,138 @@
+package qmp_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// qemuInstall is what to run when the real peer is missing.
+const qemuInstall = "qemu-system-x86_64 not found: apt-get install qemu-system-x86"
+
+// cdromID is the drive libxl creates for vdev hdc (devid 5632), used as both the block
+// backend name and the qdev id, as libxl does.
+const cdromID = "ide-5632"
+
+// shortDir is a temporary directory whose socket paths fit in sun_path (108 bytes).
+func shortDir(tb testing.TB) string {
+	dir := tb.TempDir()
+	if len(dir) > 80 {
+		d, err := os.MkdirTemp("", "cds")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(d) })
+		dir = d
+	}
+	return dir
+}
+
+// lockedBuffer collects QEMU's output for error messages.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startQEMU starts a real QEMU with one empty IDE CD-ROM named like libxl names hdc, and
+// returns the path of its QMP socket. The VM runs (SeaBIOS finds nothing to boot), since
+// QEMU closes removed fds only while the VM runs. Without qemu-system-x86_64 the test fails
+// under CI=true and is skipped otherwise.
+func startQEMU(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(qemuInstall)
+		}
+		tb.Skip(qemuInstall)
+	}
+	sock := filepath.Join(shortDir(tb), "qmp.sock")
+	args := []string{
+		"-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none",
+		"-accel", "tcg", "-m", "64",
+		// No file=: the drive starts empty, like libxl's empty cdrom before a medium is
+		// inserted.
+		"-drive", "if=none,readonly=on,id=" + cdromID,
+		"-device", "ide-cd,id=" + cdromID + ",drive=" + cdromID + ",bus=ide.1,unit=0",
+		"-qmp", "unix:" + sock + ",server=on,wait=off",
+	}
+	cmd := exec.Command(bin, args...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	// QEMU listens on the socket before the machine starts; wait for it. The file appears at
+	// bind(), a moment before listen(), so look for the listening socket itself.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if listening(sock) {
+			return sock
+		}
+		select {
+		case <-exited:
+			tb.Fatalf("%s exited before creating %s: %s", bin, sock, out)
+		case <-ctx.Done():
+			tb.Fatalf("%s did not create %s: %s", bin, sock, out)
+		case <-tick.C:
+		}
+	}
+}
+
+// listening reports whether a unix socket is listening at path, from /proc/net/unix (whose
+// Flags column is __SO_ACCEPTCON, 00010000, for a listener). Without /proc it falls back to
+// the socket file existing and accepting a connection; QEMU serves the next client once that
+// probe hangs up.
+func listening(path string) bool {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		if _, err := os.Stat(path); err != nil {
+			return false
+		}
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		// Num RefCount Protocol Flags Type St Inode Path
+		if len(f) == 8 && f[7] == path && f[3] == "00010000" {
+			return true
+		}
+	}
+	return false
+}
