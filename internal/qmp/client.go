@@ -409,7 +409,14 @@ func (c *Client) write(ctx context.Context, line []byte, f *os.File) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("write: %w", err)
+	var fe *fileError
+	if errors.As(err, &fe) { // our file was bad; nothing was sent
+		return fe.err
+	}
+	// Any other write error (EPIPE, ECONNRESET) means the peer is gone: the connection is
+	// unusable, and callers test for that with ErrClosed.
+	c.conn.Close()
+	return fmt.Errorf("%w: write: %w", ErrClosed, err)
 }
 
 // writeWithFile sends line with f's descriptor in an SCM_RIGHTS control message on the first
@@ -417,7 +424,7 @@ func (c *Client) write(ctx context.Context, line []byte, f *os.File) error {
 func (c *Client) writeWithFile(line []byte, f *os.File) (int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return 0, fmt.Errorf("file %s: %w", f.Name(), err)
+		return 0, &fileError{fmt.Errorf("file %s: %w", f.Name(), err)}
 	}
 	var n int
 	var werr error
@@ -426,7 +433,7 @@ func (c *Client) writeWithFile(line []byte, f *os.File) (int, error) {
 	if err := rc.Control(func(fd uintptr) {
 		n, _, werr = c.conn.WriteMsgUnix(line, syscall.UnixRights(int(fd)), nil)
 	}); err != nil {
-		return 0, fmt.Errorf("file %s: %w", f.Name(), err)
+		return 0, &fileError{fmt.Errorf("file %s: %w", f.Name(), err)}
 	}
 	if werr != nil {
 		return n, werr
@@ -437,6 +444,13 @@ func (c *Client) writeWithFile(line []byte, f *os.File) (int, error) {
 	}
 	return n, nil
 }
+
+// fileError marks a failure of the file to pass, before anything was written, so that the
+// connection stays up.
+type fileError struct{ err error }
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
 
 // readLoop routes every message until the connection fails, then fails what is pending.
 func (c *Client) readLoop(br *bufio.Reader) {

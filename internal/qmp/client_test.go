@@ -720,6 +720,12 @@ func TestClientSideRefusals(t *testing.T) {
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	assert.ErrorIs(t, c.Execute(cancelled, "x", nil, nil), context.Canceled)
+	f, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	f.Close()
+	_, err = c.AddFD(ctx, f, nil, "")
+	assert.ErrorContains(t, err, "file /dev/null: use of closed file", "AddFD of a closed file")
+	assert.Nil(t, c.Err(), "a refused call must leave the connection up")
 }
 
 func TestVersionAtLeast(t *testing.T) {

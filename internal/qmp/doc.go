@@ -36,6 +36,13 @@
 //
 // Lines have no length limit: a query-block reply grows with the number of drives.
 //
+// # Contexts
+//
+// Each call waits for its reply until its ctx ends; it then returns ctx.Err() and the reply,
+// when it comes, is discarded. QEMU still runs the command, so a caller that gave up must
+// read the state again (query-block, query-fdsets) before it retries. A ctx deadline also
+// bounds the write of the command; a write that stops half way closes the connection.
+//
 // # Errors
 //
 // An error reply becomes a *Error holding the class and description; errors.Is matches the
