@@ -137,8 +137,10 @@ func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
 		TaskQueue:                activities.TaskQueue(in.Host),
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		Memo:                     Memo(in),
-		TypedSearchAttributes:    StartAttributes(in),
+		// Without it the SDK hands back the running swap instead of refusing the second one.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		Memo:                                     Memo(in),
+		TypedSearchAttributes:                    StartAttributes(in),
 	}
 }
 

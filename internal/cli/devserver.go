@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/cdswap/cdswap/internal/devserver"
+)
+
+func (a *App) newDevServerCmd() *cobra.Command {
+	var db string
+	var ui bool
+	var port, uiPort int
+	cmd := &cobra.Command{
+		Use:   "dev-server [--db FILE] [--ui] [--port 7233] [--ui-port 8233]",
+		Short: "Run a local Temporal dev server tuned for cdswap, until interrupted",
+		Long: `dev-server runs the Temporal CLI's dev server (` + devserver.CLIVersion + `, built once by make deps) on
+127.0.0.1, tuned for short activities (see DESIGN.md "Temporal"), with cdswap's search
+attributes registered, until interrupted. Without --db its state lives in memory.`,
+		Args: cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if port < 0 || port > 65535 {
+				return usagef("--port %d is not a TCP port (0 picks a free one)", port)
+			}
+			if uiPort <= 0 || uiPort > 65535 {
+				return usagef("--ui-port %d is not a TCP port", uiPort)
+			}
+			ctx := cmd.Context()
+			srv, err := devserver.Start(ctx, devserver.Options{
+				HostPort:  fmt.Sprintf("127.0.0.1:%d", port),
+				Namespace: a.cfg.namespace(),
+				DBFile:    db,
+				UI:        ui,
+				UIPort:    strconv.Itoa(uiPort),
+				Output:    a.stderr(),
+			})
+			if err != nil {
+				return &userError{msg: err.Error(), cause: err}
+			}
+			state := "in memory (lost when it stops; --db FILE keeps it)"
+			if db != "" {
+				state = db
+			}
+			out := a.stdout()
+			fmt.Fprintf(out, "Temporal dev server at %s, namespace %s\n", srv.FrontendHostPort(), a.cfg.namespace())
+			if ui {
+				fmt.Fprintf(out, "Web UI: http://127.0.0.1:%d/namespaces/%s/workflows\n", uiPort, a.cfg.namespace())
+			}
+			fmt.Fprintf(out, "state: %s\n", state)
+			fmt.Fprintf(out, "stop it with Ctrl-C\n")
+			<-ctx.Done()
+			if err := srv.Stop(); err != nil {
+				return fmt.Errorf("stop the dev server: %w", err)
+			}
+			fmt.Fprintln(out, "dev server stopped")
+			return nil
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&db, "db", "", "SQLite file to keep the server's state in (default: in memory)")
+	fl.BoolVar(&ui, "ui", false, "serve the Temporal Web UI")
+	fl.IntVar(&port, "port", 7233, "frontend port on 127.0.0.1 (0 picks a free one)")
+	fl.IntVar(&uiPort, "ui-port", 8233, "Web UI port on 127.0.0.1")
+	return cmd
+}
+
+// termWidth is the width of the terminal on stdout, or 0 when it is not one.
+func (a *App) termWidth() int {
+	if !a.TTY {
+		return 0
+	}
+	f, ok := a.stdout().(*os.File)
+	if !ok {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}
