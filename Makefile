@@ -26,8 +26,10 @@ deps: ## Install Debian's qemu-system-x86 and xenstore-utils (as root) and build
 	@./scripts/deps.sh --temporal >/dev/null
 
 .PHONY: build
-build: ## Build the binaries into bin/
-	$(GO) build -o bin/ ./...
+build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
+	$(GO) build -o bin/cdswap ./starter
+	$(GO) build -o bin/cdswap-worker ./worker
+	$(GO) build -o bin/xensim ./xensim
 
 .PHONY: test
 test: deps ## Run vet, the whole suite with -race, and a short run of every fuzz target
@@ -54,5 +56,4 @@ lint: ## gofmt and go vet
 
 .PHONY: demo
 demo: deps ## Run the main job end to end on a simulated Xen host (see README)
-	@echo "make demo: the end-to-end demo (Temporal dev server + xensim + cdswap-worker + cdswap insert/eject) is being built (issues 3 and 4)."
-	@echo "Today it checks the prerequisites only: QEMU, xenstore-utils and the Temporal CLI at $(TEMPORAL_CLI)."
+	./scripts/demo.sh

@@ -206,24 +206,34 @@ func (a *App) writeStatus(v statusView) {
 func (a *App) newHistoryCmd() *cobra.Command {
 	var runID string
 	var asJSON bool
+	var drive driveFlags
 	cmd := &cobra.Command{
-		Use:   "history ID",
+		Use:   "history ID | --host H --domain D --vdev V",
 		Short: "Show a swap's steps, attempts, errors and timings, and who asked and why",
 		Long: `history renders a swap's Temporal event history (running, completed, failed, rolled back
 or canceled): each step with its attempts, start time, duration and the failures Temporal
 kept, how the swap ended, and who asked for it and why. --json prints the same as a stable
-JSON document (schema ` + HistorySchema + `).`,
-		Args: exactArgs(1, "one swap ID"),
+JSON document (schema ` + HistorySchema + `). Name the swap by its ID, or name the drive
+with --host, --domain and --vdev for its latest swap.`,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if err := drive.target(args); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			h, err := FetchHistory(ctx, c, args[0], runID)
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			} else if id, err = a.findSwap(ctx, c, drive); err != nil {
+				return err
+			}
+			h, err := FetchHistory(ctx, c, id, runID)
 			if err != nil {
-				return notFound(a.cfg, args[0], err)
+				return notFound(a.cfg, id, err)
 			}
 			if asJSON {
 				return WriteHistoryJSON(a.stdout(), h)
@@ -233,6 +243,7 @@ JSON document (schema ` + HistorySchema + `).`,
 	}
 	cmd.Flags().StringVar(&runID, "run", "", "a run ID, for an earlier swap with the same ID (default: the latest)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	drive.add(cmd)
 	return cmd
 }
 

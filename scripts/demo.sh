@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make demo: the main job end to end, on this machine, with nothing but what `make deps`
+# installs. It starts a real Temporal server (the CLI's dev server, SQLite, with its Web UI),
+# a simulated Xen dom0 (xensim: our xenstored, a stubdom guest and a dom0-QEMU guest, real
+# QEMU where installed) and a cdswap-worker for that host; then, on each guest, inserts a
+# medium, inserts another, and ejects, printing each swap's live steps and its history.
+# Everything it started is stopped when it ends or is interrupted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEMO=${DEMO_DIR:-$PWD/.demo}
+HOST=${DEMO_HOST:-demo0}
+PORT=${DEMO_PORT:-17233}
+UI_PORT=${DEMO_UI_PORT:-18233}
+BIN=$DEMO/bin
+LOGS=$DEMO/logs
+SIM=$DEMO/xensim
+pids=()
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+stop_all() {
+  local p
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    p=${pids[$i]}
+    kill -INT "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+}
+trap 'stop_all' EXIT
+trap 'echo; echo "demo: interrupted, stopping what it started"; exit 130' INT TERM
+
+mkdir -p "$BIN" "$LOGS"
+rm -rf "$SIM"
+
+say "Building cdswap, cdswap-worker and xensim"
+go build -o "$BIN/cdswap" ./starter
+go build -o "$BIN/cdswap-worker" ./worker
+go build -o "$BIN/xensim" ./xensim
+
+say "Starting the Temporal dev server (state in $DEMO/temporal.db)"
+"$BIN/cdswap" dev-server --db "$DEMO/temporal.db" --port "$PORT" --ui --ui-port "$UI_PORT" >"$LOGS/temporal.log" 2>&1 &
+pids+=($!)
+export TEMPORAL_ADDRESS=127.0.0.1:$PORT
+for _ in $(seq 300); do
+  grep -q "Web UI" "$LOGS/temporal.log" 2>/dev/null && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/temporal.log"; echo "demo: the dev server did not start" >&2; exit 1; }
+  sleep 0.2
+done
+cat "$LOGS/temporal.log"
+
+say "Starting xensim: host $HOST with a stubdom guest and a dom0-QEMU guest"
+"$BIN/xensim" --dir "$SIM" --host "$HOST" --stubdom 1 --dom0 1 >"$LOGS/xensim.out" 2>"$LOGS/xensim.log" &
+pids+=($!)
+for _ in $(seq 300); do
+  [ -s "$SIM/xensim.json" ] && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/xensim.log"; echo "demo: xensim did not start" >&2; exit 1; }
+  sleep 0.2
+done
+cat "$LOGS/xensim.out"
+
+say "Starting cdswap-worker for host $HOST"
+# The worker flags are the ones xensim printed (--host, --xenstore, --qmp-dir, --libxl-dir, --iso-root).
+mapfile -t wflags < <(sed -n 's/^ *"\(--[^"]*\)",\{0,1\}$/\1/p' "$SIM/xensim.json")
+"$BIN/cdswap-worker" "${wflags[@]}" --address "$TEMPORAL_ADDRESS" >"$LOGS/worker.log" 2>&1 &
+pids+=($!)
+sleep 1
+kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/worker.log"; echo "demo: the worker did not start" >&2; exit 1; }
+echo "worker running (log: $LOGS/worker.log)"
+
+ISOS=$SIM/isos
+swap() { # guest, then insert MEDIUM or eject
+  local guest=$1 verb=$2 medium=${3:-}
+  local args=(--host "$HOST" --domain "$guest" --vdev hdc --reason "make demo" --ticket DEMO-1 --wait)
+  [ "$verb" = insert ] && args+=(--medium "$medium")
+  say "cdswap $verb ${args[*]}"
+  "$BIN/cdswap" "$verb" "${args[@]}"
+  say "cdswap history (guest $guest, last swap)"
+  "$BIN/cdswap" history --host "$HOST" --domain "$guest" --vdev hdc
+}
+for guest in stubdom-1 dom0-1; do
+  swap "$guest" insert "$ISOS/tools.iso"
+  swap "$guest" insert "$ISOS/rescue.iso"
+  swap "$guest" eject
+done
+
+say "Done"
+echo "Temporal Web UI: http://127.0.0.1:$UI_PORT/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"
+echo "All swaps: $BIN/cdswap list --host $HOST"
+"$BIN/cdswap" list --host "$HOST"
+if [ "${DEMO_KEEP:-}" = 1 ]; then
+  echo "DEMO_KEEP=1: everything keeps running; press Ctrl-C to stop it."
+  wait
+fi
