@@ -12,9 +12,12 @@ export CDSWAP_CACHE := $(CACHE)
 # Native fuzz targets run briefly in `make test` (package:Target).
 FUZZ_TARGETS := \
 	./internal/xs:FuzzDecodeMsg \
-	./internal/xs/xenstored:FuzzServerFrames \
-	./internal/qmp:FuzzDecodeMessage \
-	./internal/xen:FuzzParseVdev
+	./internal/xs:FuzzParsePerms \
+	./internal/xs/xenstored:FuzzConn \
+	./internal/qmp:FuzzParseMessage \
+	./internal/qmp/qmptest:FuzzStreamer \
+	./internal/xen:FuzzParseVdev \
+	./internal/xensim/isofs:FuzzDetect
 FUZZ_TIME ?= 4s
 
 .PHONY: help
@@ -42,8 +45,11 @@ test: deps ## Run vet, the whole suite with -race, and a short run of every fuzz
 	done
 
 .PHONY: fuzz
-fuzz: ## Run every fuzz target longer (FUZZ_TIME=1m)
-	$(MAKE) --no-print-directory test FUZZ_TIME=$(or $(FUZZ_LONG),1m)
+fuzz: ## Run every fuzz target for FUZZ_TIME (default here 1m)
+	@for ft in $(FUZZ_TARGETS); do \
+	  pkg=$${ft%%:*}; target=$${ft##*:}; \
+	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(or $(FUZZ_LONG),1m) $$pkg || exit 1; \
+	done
 
 .PHONY: bench
 bench: deps ## Run the benchmarks (protocols, end-to-end swap)
