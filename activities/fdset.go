@@ -1,0 +1,364 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xs"
+)
+
+// Defaults of WaitFdsetInput.
+const (
+	defaultFdsetInterval = 50 * time.Millisecond
+	defaultFdsetTimeout  = 25 * time.Second
+)
+
+// isNotFoundFdset recognises remove-fd's answer for a set that is gone ("File descriptor
+// named 'fdset-id:N' not found"), a GenericError like any other.
+func isNotFoundFdset(err error) bool {
+	var qe *qmp.Error
+	return errors.As(err, &qe) && strings.Contains(qe.Desc, "not found")
+}
+
+// ReleaseFdset removes the stubdom's fdsets of the drive from QEMU (see ReleaseFdsetInput).
+func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (ReleaseFdsetResult, error) {
+	d := in.Drive
+	log := a.driveLogger(ctx, NameReleaseFdset, d)
+	if err := checkDrive(ctx, d, KindStubdom); err != nil {
+		return ReleaseFdsetResult{}, err
+	}
+	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
+		return ReleaseFdsetResult{}, err
+	}
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return ReleaseFdsetResult{}, err
+	}
+	var ids []int64
+	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
+		sets, err := c.QueryFdsets(ctx)
+		if err != nil {
+			return fmt.Errorf("query-fdsets: %w", err)
+		}
+		ids = stubSets(sets, d.devID())
+		for _, id := range ids {
+			err := c.RemoveFD(ctx, id, nil)
+			switch {
+			case err == nil:
+				log.Info("Removed the stubdom's fdset", "fdset", id)
+			case isNotFoundFdset(err):
+				log.Info("The stubdom's fdset was already gone", "fdset", id)
+			default:
+				return fmt.Errorf("remove-fd fdset %d: %w", id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ReleaseFdsetResult{}, err
+	}
+	if len(ids) == 0 {
+		// The normal first change after boot: QEMU opened /dev/xvdX itself.
+		log.Info("No fdset of the stubdom for the drive")
+	}
+	return ReleaseFdsetResult{Meta: NewMeta(ctx), FdsetIDs: ids}, nil
+}
+
+// WaitFdset waits for the stubdom to publish a new fdset for the drive (see WaitFdsetInput).
+//
+// Telling a new set from an old one: QEMU gives a new set the lowest free id, so the id of
+// a set released earlier in the swap (and listed in KnownFdsets) comes back for the new one
+// as soon as the old set is gone. A known id is therefore ignored only while it is stale:
+// while the same set is seen present from a poll at which the stubdom's vbd frontend was not
+// yet Connected (the stubdom sees its new disk, and add-fds it, only after it connected).
+// A known id seen absent at a poll is released; one that is first seen after the frontend
+// connected is a new set under a reused id (the old set's fd held the old disk open, and
+// blkfront refuses to close an open disk, so it cannot have outlived DetachVBD). The stale
+// ids go to the heartbeat (WaitFdsetProgress.Ignored) so that a retried attempt keeps them.
+func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdsetResult, error) {
+	d := in.Drive
+	log := a.driveLogger(ctx, NameWaitFdset, d)
+	if err := checkDrive(ctx, d, KindStubdom); err != nil {
+		return WaitFdsetResult{}, err
+	}
+	interval, timeout := in.Interval, in.Timeout
+	if interval <= 0 {
+		interval = defaultFdsetInterval
+	}
+	if timeout <= 0 {
+		timeout = defaultFdsetTimeout
+	}
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return WaitFdsetResult{}, err
+	}
+	var prog WaitFdsetProgress
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
+		if err := activity.GetHeartbeatDetails(ctx, &prog); err != nil {
+			log.Warn("Cannot read the last heartbeat; starting the count again", "error", err)
+			prog = WaitFdsetProgress{}
+		} else {
+			log.Info("Resuming the wait", "polls", prog.Polls, "ignored", prog.Ignored)
+		}
+	}
+	known := map[int64]bool{}
+	for _, id := range in.KnownFdsets {
+		known[id] = true
+	}
+	stale := map[int64]bool{}
+	for _, id := range prog.Ignored {
+		stale[id] = true
+	}
+	opaque := d.devID().StubOpaque()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var lastErr error
+	feState := "unknown"
+	attemptPolls := 0
+	for {
+		sets, err := a.pollFdsets(ctx, info)
+		var fe xen.XenbusState
+		var feErr error
+		if err == nil {
+			fe, feErr = a.frontendState(ctx, d)
+			if feErr == nil {
+				feState = fe.String()
+			}
+		}
+		prog.Polls++
+		attemptPolls++
+		switch {
+		case err != nil:
+			lastErr = err
+			log.Warn("query-fdsets failed; polling on", "error", err)
+		case feErr != nil:
+			lastErr = feErr
+			log.Warn("Cannot read the stubdom's vbd state; polling on", "error", feErr)
+		default:
+			lastErr = nil
+			present := setsWithOpaque(sets, opaque)
+			for id := range stale {
+				if !slices.Contains(present, id) {
+					delete(stale, id) // gone: its id may come back for a new set
+				}
+			}
+			var fresh, reused []int64
+			for _, id := range present {
+				switch {
+				case fe != xen.StateConnected:
+					// The stubdom cannot have added its new disk yet.
+					stale[id] = true
+				case stale[id]:
+				case known[id]:
+					reused = append(reused, id)
+				default:
+					fresh = append(fresh, id)
+				}
+			}
+			pick := int64(-1)
+			switch {
+			case len(fresh) > 0:
+				pick = fresh[0]
+			case len(reused) > 0:
+				pick = reused[0]
+				log.Info("A known fdset id came back after the vbd connected: QEMU reused the id of a released set", "fdset", pick)
+			}
+			if pick >= 0 {
+				log.Info("The stubdom published its fdset", "fdset", pick, "polls", prog.Polls)
+				return WaitFdsetResult{Meta: NewMeta(ctx), FdsetID: pick, Polls: prog.Polls}, nil
+			}
+		}
+		prog.Ignored = sortedKeys(stale)
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, prog)
+		}
+		if time.Now().After(deadline) {
+			why := ""
+			if lastErr != nil {
+				why = fmt.Sprintf("; the last poll failed: %v", lastErr)
+			}
+			return WaitFdsetResult{}, NewError(ctx, ErrFdsetTimeout, false, lastErr,
+				"stub domain %d of domain %s did not add-fd its new PV disk for %s within %s (%d polls of query-fdsets for opaque %s, ignoring the known sets %v; vbd frontend %s)%s: the stubdom lacks the add-fd hook, or mdev does not run as a daemon (`mdev -d`), or its QMP socket is not ready",
+				d.StubDomID, d.domainName(), d.Vdev, timeout, attemptPolls, opaque, in.KnownFdsets, feState, why)
+		}
+		select {
+		case <-ctx.Done():
+			return WaitFdsetResult{}, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// pollFdsets runs one query-fdsets.
+func (a *Activities) pollFdsets(ctx context.Context, info xen.DomainInfo) ([]qmp.FdsetInfo, error) {
+	var sets []qmp.FdsetInfo
+	err := a.withQMP(ctx, info, func(c *qmp.Client) error {
+		var err error
+		sets, err = c.QueryFdsets(ctx)
+		return err
+	})
+	return sets, err
+}
+
+// frontendState reads the state of the stubdom's vbd frontend for the drive (Unknown when
+// the vbd or its state is absent).
+func (a *Activities) frontendState(ctx context.Context, d Drive) (xen.XenbusState, error) {
+	st := xen.StateUnknown
+	err := a.withXS(ctx, func(c *xs.Client) error {
+		fe, err := c.Read(ctx, xen.LibxlPath(d.StubDomID, d.devID())+"/frontend")
+		if errors.Is(err, xs.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err := c.Read(ctx, fe+"/state")
+		if errors.Is(err, xs.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s, perr := xen.ParseXenbusState(v); perr == nil {
+			st = s
+		}
+		return nil
+	})
+	return st, err
+}
+
+func sortedKeys(m map[int64]bool) []int64 {
+	out := make([]int64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// opaqueFormats are the format names an add-fd opaque of libxl's starts with
+// (libxl_disk_format_to_string).
+var opaqueFormats = []string{"raw", "qcow", "qcow2", "vhd", "qed"}
+
+// isMediumOpaque recognises the opaque libxl and AddFD give a dom0 medium, "<format>:<path>".
+func isMediumOpaque(s string) bool {
+	f, p, ok := strings.Cut(s, ":")
+	return ok && slices.Contains(opaqueFormats, f) && filepath.IsAbs(p)
+}
+
+// AddFD opens a medium and passes it to dom0 QEMU in an fdset (see AddFDInput).
+func (a *Activities) AddFD(ctx context.Context, in AddFDInput) (AddFDResult, error) {
+	d := in.Drive
+	log := a.driveLogger(ctx, NameAddFD, d)
+	if err := checkDrive(ctx, d, KindDom0); err != nil {
+		return AddFDResult{}, err
+	}
+	f, ok := normalizeFormat(in.Format)
+	if !ok {
+		return AddFDResult{}, NewError(ctx, ErrFormatMismatch, false, nil, "format %q is not one cdswap can insert: use %s", in.Format, formatNames)
+	}
+	if in.Medium == "" || !filepath.IsAbs(in.Medium) {
+		return AddFDResult{}, NewError(ctx, ErrBadInput, false, nil, "medium %q is not an absolute path", in.Medium)
+	}
+	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
+		return AddFDResult{}, err
+	}
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return AddFDResult{}, err
+	}
+	medium := filepath.Clean(in.Medium)
+	opaque := formats[f].json + ":" + medium
+	var res AddFDResult
+	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
+		sets, err := c.QueryFdsets(ctx)
+		if err != nil {
+			return fmt.Errorf("query-fdsets: %w", err)
+		}
+		blocks, err := c.QueryBlock(ctx)
+		if err != nil {
+			return fmt.Errorf("query-block: %w", err)
+		}
+		reuse := setsWithOpaque(sets, opaque)
+		if len(reuse) > 0 {
+			res.FdsetID, res.Reused = reuse[len(reuse)-1], true
+		}
+		a.dropUnusedMediumSets(ctx, c, sets, blocks, res.FdsetID, res.Reused)
+		if res.Reused {
+			log.Info("Reusing the fdset already holding the medium", "fdset", res.FdsetID, "opaque", opaque)
+			return nil
+		}
+		m, err := a.openMedium(ctx, medium, f, false)
+		if err != nil && isType(err, ErrMediumOutsideRoots) && a.trustedOld(ctx, d, info, medium) {
+			log.Info("Medium is outside the ISO roots but libxl's records say the guest had it: putting it back", "medium", medium)
+			m, err = a.openMedium(ctx, medium, f, true)
+		}
+		if err != nil {
+			return err
+		}
+		defer m.File.Close()
+		ai, err := c.AddFD(ctx, m.File, nil, opaque)
+		if err != nil {
+			return fmt.Errorf("add-fd %s: %w", medium, err)
+		}
+		res.FdsetID = ai.FdsetID
+		log.Info("Passed the medium to QEMU", "fdset", ai.FdsetID, "fd", ai.FD, "opaque", opaque)
+		return nil
+	})
+	if err != nil {
+		return AddFDResult{}, err
+	}
+	res.Meta = NewMeta(ctx)
+	return res, nil
+}
+
+// dropUnusedMediumSets removes the fdsets that hold a dom0 medium (an opaque as libxl and
+// AddFD write them) that no drive uses: left by a change that failed between add-fd and
+// blockdev-change-medium. Under the device-changes lock no other change of the domain is
+// between those two steps. Failures are only logged.
+func (a *Activities) dropUnusedMediumSets(ctx context.Context, c *qmp.Client, sets []qmp.FdsetInfo, blocks []qmp.BlockInfo, keep int64, keepValid bool) {
+	used := map[int64]bool{}
+	for _, b := range blocks {
+		var id int64
+		if f := insertedFile(&b); f != "" {
+			if _, err := fmt.Sscanf(f, "/dev/fdset/%d", &id); err == nil {
+				used[id] = true
+			}
+		}
+	}
+	for _, s := range sets {
+		if used[s.FdsetID] || (keepValid && s.FdsetID == keep) || len(s.FDs) == 0 {
+			continue
+		}
+		ours := true
+		for _, fd := range s.FDs {
+			if !isMediumOpaque(fd.Opaque) {
+				ours = false
+			}
+		}
+		if !ours {
+			continue
+		}
+		if err := c.RemoveFD(ctx, s.FdsetID, nil); err != nil && !isNotFoundFdset(err) {
+			a.logger(ctx, NameAddFD).Warn("Cannot remove an unused medium fdset", "fdset", s.FdsetID, "error", err)
+			continue
+		}
+		a.logger(ctx, NameAddFD).Info("Removed an unused medium fdset left by an earlier change", "fdset", s.FdsetID, "opaque", s.FDs[0].Opaque)
+	}
+}
+
+// isType reports whether err is an application error of type t.
+func isType(err error, t string) bool {
+	var appErr interface{ Type() string }
+	return errors.As(err, &appErr) && appErr.Type() == t
+}

@@ -1,0 +1,217 @@
+package activities
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/internal/xensim/isofs"
+)
+
+// rootsFixture is an ISO root reached through a symlink (base/isos -> base/isos-real), with
+// every kind of thing a medium path can be, and a folder outside the roots.
+type rootsFixture struct {
+	base, root, real, outside string
+	a                         *Activities
+}
+
+func newRootsFixture(t *testing.T) *rootsFixture {
+	t.Helper()
+	base := shortDir(t)
+	f := &rootsFixture{base: base, root: filepath.Join(base, "isos"), real: filepath.Join(base, "isos-real"), outside: filepath.Join(base, "outside")}
+	require.NoError(t, os.Mkdir(f.real, 0o755))
+	require.NoError(t, os.Symlink("isos-real", f.root))
+	require.NoError(t, os.Mkdir(f.outside, 0o755))
+	require.NoError(t, isofs.Write(filepath.Join(f.real, "good.iso"), "GOOD", map[string][]byte{"A.TXT": []byte("a\n")}))
+	require.NoError(t, isofs.Write(filepath.Join(f.outside, "secret.iso"), "SECRET", map[string][]byte{"S.TXT": []byte("s\n")}))
+	qcow := make([]byte, 512)
+	copy(qcow, "QFI\xfb\x00\x00\x00\x03")
+	require.NoError(t, os.WriteFile(filepath.Join(f.real, "disk.qcow2"), qcow, 0o644))
+	require.NoError(t, os.Mkdir(filepath.Join(f.real, "sub"), 0o755))
+	require.NoError(t, syscall.Mkfifo(filepath.Join(f.real, "fifo"), 0o644))
+	require.NoError(t, syscall.Mkfifo(filepath.Join(f.outside, "fifo"), 0o644))
+	require.NoError(t, os.Symlink("good.iso", filepath.Join(f.real, "link-in")))
+	require.NoError(t, os.Symlink("sub/../good.iso", filepath.Join(f.real, "link-in-dots")))
+	require.NoError(t, os.Symlink("../outside/secret.iso", filepath.Join(f.real, "link-out")))
+	require.NoError(t, os.Symlink(filepath.Join(f.outside, "fifo"), filepath.Join(f.real, "link-out-fifo")))
+	require.NoError(t, os.Symlink("/nonexistent/x.iso", filepath.Join(f.real, "link-missing")))
+	require.NoError(t, os.Symlink("link-loop", filepath.Join(f.real, "link-loop")))
+	roots, err := resolveRoots([]string{f.root})
+	require.NoError(t, err)
+	f.a = &Activities{roots: roots}
+	return f
+}
+
+func TestOpenMedium(t *testing.T) {
+	f := newRootsFixture(t)
+	good := filepath.Join(f.real, "good.iso")
+	tests := []struct {
+		name    string
+		path    string
+		format  string
+		trusted bool
+		want    string // the resolved path on success
+		errType string
+		msgs    []string
+	}{
+		{name: "through the root symlink", path: filepath.Join(f.root, "good.iso"), format: "raw", want: good},
+		{name: "resolved root", path: good, format: "raw", want: good},
+		{name: "symlink inside the root", path: filepath.Join(f.root, "link-in"), format: "raw", want: good},
+		{name: "symlink with dots inside", path: filepath.Join(f.root, "link-in-dots"), format: "raw", want: good},
+		{name: "dots that stay inside", path: filepath.Join(f.root, "sub", "..", "good.iso"), format: "raw", want: good},
+		{name: "qcow2 asked as qcow2", path: filepath.Join(f.root, "disk.qcow2"), format: "qcow2", want: filepath.Join(f.real, "disk.qcow2")},
+		{name: "outside but trusted", path: filepath.Join(f.outside, "secret.iso"), format: "raw", trusted: true, want: filepath.Join(f.outside, "secret.iso")},
+
+		{name: "dot-dot escape", path: f.root + "/../outside/secret.iso", format: "raw", errType: ErrMediumOutsideRoots,
+			msgs: []string{"outside/secret.iso is outside the ISO roots [" + f.root + "]", "--iso-root"}},
+		{name: "deep dot-dot escape", path: f.root + "/sub/../../outside/secret.iso", format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "symlink out of the root", path: filepath.Join(f.root, "link-out"), format: "raw", errType: ErrMediumOutsideRoots,
+			msgs: []string{"resolves to " + filepath.Join(f.outside, "secret.iso")}},
+		{name: "symlink to a FIFO outside", path: filepath.Join(f.root, "link-out-fifo"), format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "missing target outside", path: filepath.Join(f.root, "link-missing"), format: "raw", errType: ErrMediumNotFound},
+		{name: "missing file outside", path: "/nonexistent/x.iso", format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "etc shadow", path: "/etc/shadow", format: "raw", errType: ErrMediumOutsideRoots,
+			msgs: []string{"medium /etc/shadow is outside the ISO roots [" + f.root + "]: copy it under a root, or start cdswap-worker with --iso-root"}},
+		{name: "the root itself", path: f.root, format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "directory", path: filepath.Join(f.root, "sub"), format: "raw", errType: ErrMediumNotRegular, msgs: []string{"is a folder, not a regular file"}},
+		{name: "fifo", path: filepath.Join(f.root, "fifo"), format: "raw", errType: ErrMediumNotRegular, msgs: []string{"a FIFO"}},
+		{name: "missing", path: filepath.Join(f.root, "nope.iso"), format: "raw", errType: ErrMediumNotFound,
+			msgs: []string{"nope.iso does not exist"}},
+		{name: "symlink loop", path: filepath.Join(f.root, "link-loop"), format: "raw", errType: ErrMediumNotFound},
+		{name: "qcow2 asked as raw", path: filepath.Join(f.root, "disk.qcow2"), format: "raw", errType: ErrFormatMismatch,
+			msgs: []string{"holds a qcow2 image, but format raw was asked: ask for format qcow2"}},
+		{name: "raw asked as qcow2", path: filepath.Join(f.root, "good.iso"), format: "qcow2", errType: ErrFormatMismatch,
+			msgs: []string{"holds a raw image, but format qcow2 was asked"}},
+		{name: "relative path", path: "isos/good.iso", format: "raw", errType: ErrBadInput, msgs: []string{"not an absolute path"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A FIFO opened without O_NONBLOCK would block: bound the test.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done := make(chan struct{})
+			var m *medium
+			var err error
+			go func() {
+				defer close(done)
+				m, err = f.a.openMedium(ctx, tt.path, tt.format, tt.trusted)
+			}()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				t.Fatalf("openMedium(%s) blocked", tt.path)
+			}
+			if tt.errType != "" {
+				requireType(t, err, tt.errType, false, tt.msgs...)
+				assert.Nil(t, m)
+				return
+			}
+			require.NoError(t, err, "openMedium(%s)", tt.path)
+			defer m.File.Close()
+			assert.Equal(t, tt.want, m.Path, "openMedium(%s).Path", tt.path)
+			assert.Equal(t, tt.format, m.Format)
+			fl, err := fcntlFlags(m.File)
+			require.NoError(t, err)
+			assert.Equal(t, os.O_RDONLY, fl&syscall.O_ACCMODE, "opened read-only")
+			assert.Zero(t, fl&syscall.O_NONBLOCK, "O_NONBLOCK cleared before QEMU gets the fd")
+		})
+	}
+}
+
+func fcntlFlags(f *os.File) (int, error) {
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_GETFL, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+func TestCheckFormat(t *testing.T) {
+	a := &Activities{}
+	tests := []struct {
+		name, format string
+		kind         Kind
+		want         string // "" = refused
+	}{
+		{"default is raw", "", KindDom0, "raw"},
+		{"raw", "raw", KindStubdom, "raw"},
+		{"upper case", "QCOW2", KindDom0, "qcow2"},
+		{"vhd is vpc", "vhd", KindDom0, "vpc"},
+		{"qcow2 for a stubdom", "qcow2", KindStubdom, ""},
+		{"unknown", "vmdk", KindDom0, ""},
+		{"host_device is not an image format", "host_device", KindDom0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := a.checkFormat(context.Background(), tt.format, tt.kind)
+			if tt.want == "" {
+				requireType(t, err, ErrFormatMismatch, false, tt.format)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got, "checkFormat(%q, %s)", tt.format, tt.kind)
+		})
+	}
+}
+
+func TestResolveRoots(t *testing.T) {
+	base := shortDir(t)
+	file := filepath.Join(base, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	real := filepath.Join(base, "real")
+	require.NoError(t, os.Mkdir(real, 0o755))
+	link := filepath.Join(base, "link")
+	require.NoError(t, os.Symlink(real, link))
+	tests := []struct {
+		name string
+		dirs []string
+		want string // resolved root, or the error text
+		ok   bool
+	}{
+		{"a folder", []string{real}, real, true},
+		{"a symlink to a folder", []string{link}, real, true},
+		{"relative", []string{"isos"}, "not an absolute path", false},
+		{"missing", []string{filepath.Join(base, "nope")}, "create it, or fix --iso-root", false},
+		{"a file", []string{file}, "is not a folder (it is a regular file)", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			roots, err := resolveRoots(tt.dirs)
+			if !tt.ok {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.want)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, roots[0].resolved, "resolveRoots(%v)", tt.dirs)
+		})
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	base := shortDir(t)
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no host", Config{ISORoots: []string{base}}, "no host name"},
+		{"no roots", Config{Host: "h"}, "no ISO roots"},
+		{"missing root", Config{Host: "h", ISORoots: []string{base + "/nope"}}, "ISO root " + base + "/nope"},
+		{"no xenstored", Config{Host: "h", ISORoots: []string{base}, XenstorePath: base + "/xs.sock"}, "is xenstored running?"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := New(testCtx(t, 10*time.Second), tt.cfg)
+			require.Error(t, err)
+			assert.Nil(t, a)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}

@@ -1,0 +1,288 @@
+// Command cdswap-worker is the dom0 worker of cdswap: it runs on one Xen host, polls that
+// host's Temporal task queue (activities.TaskQueue(--host)) and runs the ChangeMedium and
+// ResolveDrive workflows and their activities against the host's xenstored, its guests' QEMU
+// monitors and libxl's files.
+//
+//	cdswap-worker --host xen1 --iso-root /srv/isos
+//	cdswap-worker --host sim0 --xenstore /tmp/xs0/xenstored.sock --qmp-dir /tmp/xs0/run \
+//	    --libxl-dir /tmp/xs0/lib --iso-root /tmp/xs0/isos --address 127.0.0.1:7233
+//
+// Its defaults are a real dom0's (/var/run/xenstored/socket, /var/run/xen, /var/lib/xen);
+// `xensim` prints the flags that point it at a simulated host. It serves media only from
+// the --iso-root folders. It checks at start that xenstored answers, the ISO roots exist and
+// the Temporal server is reachable, and stops gracefully on SIGINT or SIGTERM (running
+// activities get WorkerStopTimeout to finish). Bad flags exit with status 2, other failures
+// with 1.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xs"
+	"github.com/cdswap/cdswap/workflows"
+)
+
+// Worker tuning (shared/DESIGN.md "Temporal": 8 pollers of each kind cut a step's
+// scheduled-to-started hop to a few ms).
+const (
+	taskPollers       = 8
+	workerStopTimeout = 10 * time.Second
+	// startTimeout bounds the checks and the connection to Temporal at start.
+	startTimeout = 30 * time.Second
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError marks bad flags (exit status 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// options are the flags.
+type options struct {
+	host          string
+	address       string
+	namespace     string
+	tlsCert       string
+	tlsKey        string
+	tlsCA         string
+	tlsServerName string
+	apiKey        string
+	xenstore      string
+	qmpDir        string
+	libxlDir      string
+	isoRoots      []string
+	logLevel      string
+	logFormat     string
+}
+
+// run is the whole program; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o options
+	cmd := &cobra.Command{
+		Use:   "cdswap-worker --host NAME --iso-root DIR [flags]",
+		Short: "Run cdswap's workflows and activities for one Xen dom0 host",
+		Long: `cdswap-worker runs on a Xen dom0 host. It polls the host's Temporal task queue
+(cdswap-host-<host>) and changes the CD-ROM media of the host's guests, serving media only
+from its --iso-root folders. Its defaults are a real dom0's; xensim prints the flags that
+point it at a simulated host.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), o, stderr)
+		},
+	}
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	f := cmd.Flags()
+	f.StringVar(&o.host, "host", "", "this dom0 host's name, as operators give it to cdswap (required)")
+	f.StringVar(&o.address, "address", envOr("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port ($TEMPORAL_ADDRESS)")
+	f.StringVar(&o.namespace, "namespace", envOr("TEMPORAL_NAMESPACE", "default"), "Temporal namespace ($TEMPORAL_NAMESPACE)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "client certificate (PEM) for mTLS; needs --tls-key")
+	f.StringVar(&o.tlsKey, "tls-key", "", "client private key (PEM) for mTLS")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate (PEM) to verify the server with, instead of the system's")
+	f.StringVar(&o.tlsServerName, "tls-server-name", "", "server name to verify the server's certificate against")
+	f.StringVar(&o.apiKey, "api-key", "", "Temporal Cloud API key (default $TEMPORAL_API_KEY); implies TLS")
+	f.StringVar(&o.xenstore, "xenstore", xs.DefaultPath(), "xenstored's socket, or the xenbus device ($XENSTORED_PATH)")
+	f.StringVar(&o.qmpDir, "qmp-dir", xen.DefaultRunDir, "libxl's run folder: the qmp-libxl-<domid> sockets and empty-cdrom files")
+	f.StringVar(&o.libxlDir, "libxl-dir", xen.DefaultLibDir, "libxl's userdata folder: the domains' JSON configs and lock files")
+	f.StringArrayVar(&o.isoRoots, "iso-root", nil, "a folder media may be served from (repeatable; at least one)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	cmd.SetArgs(args)
+	cmd.SetContext(ctx)
+	err := cmd.Execute()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "cdswap-worker: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isFlagError(err) {
+		fmt.Fprintln(stderr, "Run 'cdswap-worker --help' for the flags.")
+		return 2
+	}
+	return 1
+}
+
+// isFlagError recognises cobra's and pflag's errors about the command line, which carry no
+// type of their own.
+func isFlagError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument",
+		"unknown command", "accepts ", "bad flag syntax"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// check refuses flags that cannot work, before anything is dialled.
+func (o *options) check() error {
+	switch {
+	case o.host == "":
+		return usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
+	case len(o.isoRoots) == 0:
+		return usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return usagef("--tls-cert and --tls-key go together: give both for mTLS, or neither")
+	case o.logFormat != "text" && o.logFormat != "json":
+		return usagef("--log-format %q: want text or json", o.logFormat)
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return err
+	}
+	if o.apiKey == "" {
+		o.apiKey = os.Getenv("TEMPORAL_API_KEY")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usagef("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// newLogger builds the worker's slog logger on w.
+func (o *options) newLogger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(o.logLevel)
+	hopts := &slog.HandlerOptions{Level: level}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// tlsConfig is the client's TLS configuration, nil for a plain connection.
+func (o *options) tlsConfig() (*tls.Config, error) {
+	if o.tlsCert == "" && o.tlsCA == "" && o.tlsServerName == "" && o.apiKey == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: o.tlsServerName, MinVersion: tls.VersionTLS12}
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return nil, fmt.Errorf("load the client certificate (--tls-cert %s, --tls-key %s): %w", o.tlsCert, o.tlsKey, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	if o.tlsCA != "" {
+		pem, err := os.ReadFile(o.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("read --tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", o.tlsCA)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// serve checks the host, connects to Temporal and runs the worker until ctx ends or a
+// signal asks it to stop.
+func serve(ctx context.Context, o options, stderr io.Writer) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	log := o.newLogger(stderr)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return usageError{err}
+	}
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	acts, err := activities.New(sctx, activities.Config{
+		Host:         o.host,
+		XenstorePath: o.xenstore,
+		QMPDir:       o.qmpDir,
+		LibxlDir:     o.libxlDir,
+		ISORoots:     o.isoRoots,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := activities.Close(acts); err != nil {
+			log.Warn("Closing the host's connections and locks reported an error", "error", err)
+		}
+	}()
+
+	copts := client.Options{
+		HostPort:          o.address,
+		Namespace:         o.namespace,
+		Logger:            tlog.NewStructuredLogger(log),
+		Identity:          fmt.Sprintf("cdswap-worker@%s:%d", o.host, os.Getpid()),
+		ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
+	}
+	if o.apiKey != "" {
+		copts.Credentials = client.NewAPIKeyStaticCredentials(o.apiKey)
+	}
+	c, err := client.DialContext(sctx, copts)
+	if err != nil {
+		return fmt.Errorf("connect to Temporal at %s (namespace %s): %w: start the server, or fix --address", o.address, o.namespace, err)
+	}
+	defer c.Close()
+	cancel()
+
+	tq := activities.TaskQueue(o.host)
+	w := worker.New(c, tq, worker.Options{
+		MaxConcurrentWorkflowTaskPollers: taskPollers,
+		MaxConcurrentActivityTaskPollers: taskPollers,
+		WorkerStopTimeout:                workerStopTimeout,
+	})
+	workflows.Register(w)
+	w.RegisterActivity(acts)
+
+	log.Info("cdswap-worker serving", "host", o.host, "task_queue", tq, "temporal", o.address, "namespace", o.namespace,
+		"xenstore", o.xenstore, "qmp_dir", o.qmpDir, "libxl_dir", o.libxlDir, "iso_roots", o.isoRoots)
+	interrupt := make(chan any)
+	go func() {
+		<-ctx.Done()
+		close(interrupt)
+	}()
+	if err := w.Run(interrupt); err != nil {
+		return fmt.Errorf("worker for task queue %s: %w", tq, err)
+	}
+	log.Info("cdswap-worker stopped", "host", o.host)
+	return nil
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/cdswap/cdswap/internal/devserver"
+	"github.com/cdswap/cdswap/internal/xensim"
+	"github.com/cdswap/cdswap/workflows"
+)
+
+// workerBin is the cdswap-worker binary built once for the tests.
+var workerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cdsw")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workerBin = filepath.Join(dir, "cdswap-worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", workerBin, ".").CombinedOutput()
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build cdswap-worker: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runWorker runs the binary to its end and returns its exit status and output.
+func runWorker(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, workerBin, args...)
+	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=", "TEMPORAL_API_KEY=")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, out.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String()
+	}
+	t.Fatalf("run %s: %v", workerBin, err)
+	return -1, ""
+}
+
+func TestBadFlags(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cdsw")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"no host", []string{"--iso-root", dir}, 2, []string{"--host is required", "cdswap-worker --help"}},
+		{"no ISO root", []string{"--host", "h"}, 2, []string{"--iso-root is required"}},
+		{"unknown flag", []string{"--host", "h", "--iso-root", dir, "--frobnicate"}, 2, []string{"unknown flag: --frobnicate"}},
+		{"argument", []string{"--host", "h", "--iso-root", dir, "extra"}, 2, []string{`unknown command "extra"`}},
+		{"cert without key", []string{"--host", "h", "--iso-root", dir, "--tls-cert", file}, 2, []string{"--tls-cert and --tls-key go together"}},
+		{"bad log level", []string{"--host", "h", "--iso-root", dir, "--log-level", "loud"}, 2, []string{`--log-level "loud"`}},
+		{"bad log format", []string{"--host", "h", "--iso-root", dir, "--log-format", "xml"}, 2, []string{`--log-format "xml"`}},
+		{"missing ISO root", []string{"--host", "h", "--iso-root", filepath.Join(dir, "nope"), "--xenstore", filepath.Join(dir, "xs.sock")}, 1,
+			[]string{"ISO root " + filepath.Join(dir, "nope"), "create it, or fix --iso-root"}},
+		{"ISO root is a file", []string{"--host", "h", "--iso-root", file}, 1, []string{"is not a folder"}},
+		{"no xenstored", []string{"--host", "h", "--iso-root", dir, "--xenstore", filepath.Join(dir, "xs.sock")}, 1,
+			[]string{"xenstore at " + filepath.Join(dir, "xs.sock"), "is xenstored running?"}},
+		{"xenstore is not a socket", []string{"--host", "h", "--iso-root", dir, "--xenstore", file}, 1,
+			[]string{"xenstore at " + file}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := runWorker(t, tt.args...)
+			assert.Equal(t, tt.code, code, "exit status of cdswap-worker %s\n%s", strings.Join(tt.args, " "), out)
+			assert.True(t, strings.HasPrefix(out, "cdswap-worker: "), "output %q", out)
+			for _, w := range tt.want {
+				assert.Contains(t, out, w)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	code, out := runWorker(t, "--help")
+	assert.Equal(t, 0, code)
+	for _, f := range []string{"--host", "--address", "--namespace", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name",
+		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--log-level", "--log-format"} {
+		assert.Contains(t, out, f)
+	}
+	assert.Contains(t, out, "/var/run/xen")
+	assert.Contains(t, out, "/var/lib/xen")
+}
+
+// TestServe runs the worker against a simulated host and a real Temporal dev server:
+// ResolveDrive and a ChangeMedium insert go through it, and SIGTERM stops it cleanly.
+func TestServe(t *testing.T) {
+	if _, err := devserver.CLIPath(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and this test needs the Temporal CLI: %v", err)
+		}
+		t.Skipf("this test needs the Temporal CLI: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{})
+	require.NoError(t, err)
+	defer srv.Stop()
+	dir, err := os.MkdirTemp("", "cdsw")
+	require.NoError(t, err)
+	defer os.RemoveAll(dir)
+	h, err := xensim.Start(ctx, xensim.Config{Dir: dir, QEMU: xensim.QEMUFake, StubdomGuests: 1, AgentDelay: 10 * time.Millisecond})
+	require.NoError(t, err)
+	defer h.Close()
+
+	args := append(h.WorkerFlags(), "--address", srv.FrontendHostPort(), "--log-format", "json")
+	cmd := exec.Command(workerBin, args...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("cdswap-worker output:\n%s", out.String())
+		}
+	}()
+
+	c := srv.Client()
+	dom := h.Domains()[0]
+	rin := workflows.ResolveDriveInput{Host: h.Name(), Domain: dom.Name, Vdev: "hdc"}
+	run, err := c.ExecuteWorkflow(ctx, workflows.ResolveDriveStartOptions(rin), workflows.ResolveDriveName, rin)
+	require.NoError(t, err)
+	var res workflows.ResolveDriveResult
+	require.NoError(t, run.Get(ctx, &res))
+	assert.Equal(t, dom.DomID, res.DomID)
+
+	tools := filepath.Join(h.ISODir(), xensim.ISOTools)
+	cin := workflows.ChangeMediumInput{Host: h.Name(), Domain: dom.Name, DomID: res.DomID, Vdev: "hdc", Medium: tools, Requester: "test"}
+	opts := workflows.StartOptions(cin)
+	opts.TypedSearchAttributes = client.StartWorkflowOptions{}.TypedSearchAttributes // the test namespace may lack them
+	run, err = c.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, cin)
+	require.NoError(t, err)
+	var cres workflows.ChangeMediumResult
+	require.NoError(t, run.Get(ctx, &cres))
+	assert.Equal(t, workflows.OutcomeChanged, cres.Outcome)
+	b, ok := h.QEMU(dom.DomID).Fake().Block(dom.DevID.QEMUID())
+	require.True(t, ok)
+	assert.Equal(t, tools, b.Path, "the guest's QEMU holds the new medium")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		assert.NoError(t, err, "exit status after SIGTERM")
+	case <-time.After(20 * time.Second):
+		t.Fatal("cdswap-worker did not stop within 20 s of SIGTERM")
+	}
+	logs := out.String()
+	assert.Contains(t, logs, `"msg":"cdswap-worker serving"`)
+	assert.Contains(t, logs, `"task_queue":"cdswap-host-`+h.Name()+`"`)
+	assert.Contains(t, logs, `"msg":"cdswap-worker stopped"`)
+}
