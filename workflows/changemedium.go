@@ -308,18 +308,33 @@ func (s *swap) eject(ctx workflow.Context) error {
 }
 
 // forwardStubdom runs a stubdom change after the eject.
+//
+// Before QEMU 9.1, an fd the stubdom add-fd'd dies with the last QMP connection if no medium
+// uses it yet, so a worker that crashes between WaitFdset and ChangeMedium leaves QEMU
+// without the set (ErrFdsetGone). The stubdom adds an fd only when its vbd connects, so the
+// cure is to cycle the vbd: release, detach, attach, wait, change again, like dom0's AddFD
+// round. Runs recorded before this existed restored the old medium instead; GetVersion
+// keeps them replaying.
 func (s *swap) forwardStubdom(ctx workflow.Context) error {
-	if err := s.releaseFdsets(ctx); err != nil {
-		return err
+	for round := 1; ; round++ {
+		if err := s.releaseFdsets(ctx); err != nil {
+			return err
+		}
+		if _, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, ""); err != nil {
+			return err
+		}
+		filename, err := s.attachAndInsert(ctx, s.insp.NewParams, s.insp.Medium != "")
+		if err == nil {
+			return s.recordAndVerify(ctx, s.insp.Medium, s.insp.Format, s.insp.NewParams, filename)
+		}
+		if CauseType(err) != activities.ErrFdsetGone || round >= addFDRounds || ctx.Err() != nil {
+			return err
+		}
+		if workflow.GetVersion(ctx, changeStubdomReattach, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			return err
+		}
+		s.log.Warn("QEMU lost the stubdom's fdset; cycling the PV disk", "step", activities.NameChangeMedium, "fdset", s.fdset)
 	}
-	if _, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, ""); err != nil {
-		return err
-	}
-	filename, err := s.attachAndInsert(ctx, s.insp.NewParams, s.insp.Medium != "")
-	if err != nil {
-		return err
-	}
-	return s.recordAndVerify(ctx, s.insp.Medium, s.insp.Format, s.insp.NewParams, filename)
 }
 
 // forwardDom0 runs a dom0 change after the eject.

@@ -631,7 +631,7 @@ func TestChangeMediumStubdomChangeFailureSkipsNewFdset(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
 		if in.(activities.ChangeMediumInput).FdsetID == 10 {
-			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset 10 is gone from QEMU")
+			return activities.NewError(ctx, activities.ErrFormatMismatch, false, nil, "QEMU refused fdset 10")
 		}
 		return nil
 	})
@@ -646,4 +646,45 @@ func TestChangeMediumStubdomChangeFailureSkipsNewFdset(t *testing.T) {
 	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 	require.Len(t, cm, 2)
 	assert.Equal(t, int64(11), cm[1].FdsetID, "the old medium goes in from the set published after the restore's attach")
+}
+
+func TestChangeMediumStubdomFdsetGoneCyclesTheVBD(t *testing.T) {
+	// A worker crash between WaitFdset and ChangeMedium loses the stubdom's fdset (QEMU <
+	// 9.1): the run detaches and re-attaches the PV disk so the stubdom publishes a new one.
+	h := newFakeHost(activities.KindStubdom)
+	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
+		if n == 1 {
+			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset 10 is gone from QEMU")
+		}
+		return nil
+	})
+	in := testInput()
+	_, r := newEnv(t, h, in)
+	r.execute(t, in)
+
+	require.NoError(t, r.err)
+	assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
+	cycle := []string{"ReleaseFdset", "DetachVBD", "AttachVBD", "WaitFdset", "ChangeMedium"}
+	assert.Equal(t, concat(stubdomInsert[:8], cycle, stubdomInsert[8:]), h.names())
+	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+	require.Len(t, cm, 2)
+	assert.Equal(t, int64(11), cm[1].FdsetID)
+	assert.Equal(t, int64(11), r.res.FdsetID)
+}
+
+func TestChangeMediumStubdomFdsetGoneEveryRoundRestores(t *testing.T) {
+	h := newFakeHost(activities.KindStubdom)
+	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
+		if n <= 3 { // every forward round; the restore's ChangeMedium (the 4th) works
+			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset is gone from QEMU")
+		}
+		return nil
+	})
+	in := testInput()
+	_, r := newEnv(t, h, in)
+	r.execute(t, in)
+
+	require.Error(t, r.err)
+	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
+	assert.Len(t, inputs[activities.AttachVBDInput](h, "AttachVBD"), 4, "three forward rounds, then the restore")
 }

@@ -23,6 +23,15 @@ const (
 	restoreRounds = 3
 )
 
+// Change ids for workflow.GetVersion: each names a change to the commands a running
+// ChangeMedium issues (see doc.go), and stays here for as long as histories from before it
+// may still be replayed.
+const (
+	// changeStubdomReattach: a stubdom's lost fdset cycles the PV disk (forwardStubdom)
+	// instead of restoring the old medium.
+	changeStubdomReattach = "stubdom-reattach-on-fdset-gone"
+)
+
 // restorePause is the pause between restore rounds.
 func restorePause(round int) time.Duration {
 	if round <= 1 {
