@@ -20,6 +20,10 @@ import (
 const (
 	defaultFdsetInterval = 50 * time.Millisecond
 	defaultFdsetTimeout  = 25 * time.Second
+	// lostFdsetGrace is how long WaitFdset still waits for a stubdom whose vbd it found
+	// already connected, with no QMP client held before (see WaitFdset), before it calls
+	// the set lost: a stubdom's add-fd follows its vbd's connection within milliseconds.
+	lostFdsetGrace = 2 * time.Second
 )
 
 // isNotFoundFdset recognises remove-fd's answer for a set that is gone ("File descriptor
@@ -125,6 +129,14 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 	var lastErr error
 	feState := "unknown"
 	attemptPolls := 0
+	// A worker that crashed after AttachVBD left QEMU with no QMP client: if the stubdom
+	// add-fd'd its disk then and hung up, QEMU before 9.1 closed the unused fd at once and
+	// the set will never appear. That is the case when the first poll finds the vbd
+	// connected on a connection dialled during this attempt; after a grace period the wait
+	// reports ErrFdsetGone, and the workflow cycles the vbd so the stubdom adds it again.
+	attemptStart := time.Now()
+	var lostBy time.Time // zero: no loss suspected
+	firstPoll := true
 	for {
 		sets, err := a.pollFdsets(ctx, info)
 		var fe xen.XenbusState
@@ -176,6 +188,16 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 			if pick >= 0 {
 				log.Info("The stubdom published its fdset", "fdset", pick, "polls", prog.Polls)
 				return WaitFdsetResult{Meta: NewMeta(ctx), FdsetID: pick, Polls: prog.Polls}, nil
+			}
+			if firstPoll && fe == xen.StateConnected && a.qmp.dialedAt(info).After(attemptStart) {
+				lostBy = time.Now().Add(lostFdsetGrace)
+				log.Warn("The stubdom's vbd connected while no QMP client held QEMU; its fdset may be lost", "polls", prog.Polls)
+			}
+			firstPoll = false
+			if !lostBy.IsZero() && time.Now().After(lostBy) {
+				return WaitFdsetResult{}, NewError(ctx, ErrFdsetGone, false, nil,
+					"stub domain %d of domain %s connected its PV disk for %s while no QMP client held QEMU (a worker restart), and no %s fdset appeared within %s: QEMU before 9.1 drops an add-fd'd fd when its last monitor client leaves; the PV disk is attached again so the stubdom adds it anew",
+					d.StubDomID, d.domainName(), d.Vdev, opaque, lostFdsetGrace)
 			}
 		}
 		prog.Ignored = sortedKeys(stale)

@@ -48,9 +48,13 @@ type qmpConn struct {
 	setup sync.Mutex    // guards lock and c: held while they are made or closed
 	lock  *xen.FileLock // the qmp-socket-lock, held while c may be open
 	c     *qmp.Client   // nil until dialled
-	users int           // activities using c now (pool.mu)
-	last  time.Time     // end of the last use (pool.mu)
-	gone  bool          // closed by the reaper; a get that raced with it starts over (setup)
+	// dialed is when c was dialled: a WaitFdset that finds the stubdom's vbd already
+	// connected on a connection dialled after it started knows no client may have held
+	// QEMU's monitors in between.
+	dialed time.Time
+	users  int       // activities using c now (pool.mu)
+	last   time.Time // end of the last use (pool.mu)
+	gone   bool      // closed by the reaper; a get that raced with it starts over (setup)
 }
 
 func newQMPPool(a *Activities) *qmpPool {
@@ -138,8 +142,24 @@ func (p *qmpPool) setup(ctx context.Context, e *qmpConn) (*qmp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("QEMU of domain %d does not answer on %s (is its device model running?): %w", e.key.domid, sock, err)
 	}
-	e.c = c
+	e.c, e.dialed = c, time.Now()
 	return c, nil
+}
+
+// dialedAt is when the domain's current connection was dialled; zero if it has none.
+func (p *qmpPool) dialedAt(info xen.DomainInfo) time.Time {
+	p.mu.Lock()
+	e := p.conns[qmpKey{info.DomID, info.UUID}]
+	p.mu.Unlock()
+	if e == nil {
+		return time.Time{}
+	}
+	e.setup.Lock()
+	defer e.setup.Unlock()
+	if e.c == nil {
+		return time.Time{}
+	}
+	return e.dialed
 }
 
 // dropIfUnused closes an entry nobody uses whose setup failed, so that the lock file is not

@@ -63,7 +63,7 @@ cat "$LOGS/xensim.out"
 
 say "Starting cdswap-worker for host $HOST"
 # The worker flags are the ones xensim printed (--host, --xenstore, --qmp-dir, --libxl-dir, --iso-root).
-mapfile -t wflags < <(sed -n 's/^ *"\(--[^"]*\)",\{0,1\}$/\1/p' "$SIM/xensim.json")
+read -r -a wflags < <(sed -n 's/^worker flags: //p' "$LOGS/xensim.out")
 "$BIN/cdswap-worker" "${wflags[@]}" --address "$TEMPORAL_ADDRESS" >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
 sleep 1
@@ -85,6 +85,18 @@ for guest in stubdom-1 dom0-1; do
   swap "$guest" insert "$ISOS/rescue.iso"
   swap "$guest" eject
 done
+
+say "A swap that cannot finish: the stubdom never publishes the new fdset (xensim ctl set never-add-fd=true)"
+"$BIN/xensim" ctl --dir "$SIM" set never-add-fd=true --domain stubdom-1
+# libxl would leave the drive ejected with no vbd after its 40 s timer ("Virtual device not
+# found" ever after); cdswap waits for the fdset, then puts the old medium back.
+if "$BIN/cdswap" insert --host "$HOST" --domain stubdom-1 --vdev hdc --medium "$ISOS/tools.iso" \
+    --reason "make demo: rollback" --ticket DEMO-2 --wait; then
+  echo "demo: this swap was expected to fail and roll back" >&2; exit 1
+fi
+"$BIN/xensim" ctl --dir "$SIM" set never-add-fd=false --domain stubdom-1
+say "cdswap history (guest stubdom-1, the rolled-back swap)"
+"$BIN/cdswap" history --host "$HOST" --domain stubdom-1 --vdev hdc
 
 say "Done"
 echo "Temporal Web UI: http://127.0.0.1:$UI_PORT/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"

@@ -45,6 +45,10 @@ import (
 const (
 	taskPollers       = 8
 	workerStopTimeout = 10 * time.Second
+	// stickyTimeout is how long a workflow task waits for this worker's sticky queue before
+	// any worker of the host may take it: after a crash, that is the stall before the swap
+	// resumes (the SDK's default is 5 s). A miss under load only costs a replay.
+	stickyTimeout = 2 * time.Second
 	// startTimeout bounds the checks and the connection to Temporal at start.
 	startTimeout = 30 * time.Second
 )
@@ -269,6 +273,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		MaxConcurrentWorkflowTaskPollers: taskPollers,
 		MaxConcurrentActivityTaskPollers: taskPollers,
 		WorkerStopTimeout:                workerStopTimeout,
+		StickyScheduleToStartTimeout:     stickyTimeout,
 	})
 	workflows.Register(w)
 	w.RegisterActivity(acts)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"strings"
 	"time"
 
@@ -247,6 +248,10 @@ func (a *App) requester(flag string) string {
 		if v = strings.TrimSpace(v); v != "" {
 			return v
 		}
+	}
+	// Cron jobs and CI runners often have no $USER; the account is still who asked.
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
 	}
 	return "unknown"
 }
