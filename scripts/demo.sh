@@ -80,23 +80,35 @@ swap() { # guest, then insert MEDIUM or eject
   say "cdswap history (guest $guest, last swap)"
   "$BIN/cdswap" history --host "$HOST" --domain "$guest" --vdev hdc
 }
+rollback_demo() {
+  say "A stubdom that never publishes the new fdset (xensim ctl set never-add-fd=true)"
+  # libxl would leave this drive ejected, with its vbd gone, after its 40 s timer ("Virtual
+  # device not found" ever after). cdswap waits 25 s for the fdset, then puts the old medium
+  # back. The knob is cleared once the stubdom has passed over the new disk, as an operator
+  # would fix the stubdom: the restore needs the stubdom to add the old disk again.
+  "$BIN/xensim" ctl --dir "$SIM" set never-add-fd=true --domain stubdom-1
+  "$BIN/cdswap" insert --host "$HOST" --domain stubdom-1 --vdev hdc --medium "$ISOS/tools.iso" \
+    --reason "make demo: rollback" --ticket DEMO-2 --wait &
+  swap_pid=$!
+  for _ in $(seq 100); do
+    "$BIN/cdswap" status --host "$HOST" --domain stubdom-1 --vdev hdc 2>/dev/null | grep -q "running, step .*WaitFdset" && break
+    sleep 0.2
+  done
+  sleep 1
+  "$BIN/xensim" ctl --dir "$SIM" set never-add-fd=false --domain stubdom-1
+  if wait "$swap_pid"; then
+    echo "demo: this swap was expected to fail and roll back" >&2; exit 1
+  fi
+  say "cdswap history (guest stubdom-1, the rolled-back swap)"
+  "$BIN/cdswap" history --host "$HOST" --domain stubdom-1 --vdev hdc
+}
+
 for guest in stubdom-1 dom0-1; do
   swap "$guest" insert "$ISOS/tools.iso"
   swap "$guest" insert "$ISOS/rescue.iso"
+  [ "$guest" = stubdom-1 ] && rollback_demo
   swap "$guest" eject
 done
-
-say "A swap that cannot finish: the stubdom never publishes the new fdset (xensim ctl set never-add-fd=true)"
-"$BIN/xensim" ctl --dir "$SIM" set never-add-fd=true --domain stubdom-1
-# libxl would leave the drive ejected with no vbd after its 40 s timer ("Virtual device not
-# found" ever after); cdswap waits for the fdset, then puts the old medium back.
-if "$BIN/cdswap" insert --host "$HOST" --domain stubdom-1 --vdev hdc --medium "$ISOS/tools.iso" \
-    --reason "make demo: rollback" --ticket DEMO-2 --wait; then
-  echo "demo: this swap was expected to fail and roll back" >&2; exit 1
-fi
-"$BIN/xensim" ctl --dir "$SIM" set never-add-fd=false --domain stubdom-1
-say "cdswap history (guest stubdom-1, the rolled-back swap)"
-"$BIN/cdswap" history --host "$HOST" --domain stubdom-1 --vdev hdc
 
 say "Done"
 echo "Temporal Web UI: http://127.0.0.1:$UI_PORT/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"
