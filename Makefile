@@ -55,6 +55,14 @@ fuzz: ## Run every fuzz target for FUZZ_TIME (default here 1m)
 bench: deps ## Run the benchmarks (protocols, end-to-end swap)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: histories
+histories: deps ## Re-record workflows/testdata/histories from real runs on the dev server
+	$(GO) test ./integration -run TestRecordHistories -count=1 -args -record
+
+.PHONY: bench-report
+bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMARKS.md)
+	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
+
 .PHONY: lint
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
