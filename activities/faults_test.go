@@ -13,6 +13,7 @@ import (
 
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
@@ -35,7 +36,7 @@ const rigUUID = "0d9c3c35-1c8e-4d8a-9d4e-2f0c6c4b1a11"
 
 func newDom0Rig(t *testing.T, v qmp.Version) *dom0Rig {
 	t.Helper()
-	r := &dom0Rig{dir: shortDir(t)}
+	r := &dom0Rig{dir: testenv.SocketDir(t)}
 	r.run, r.lib, r.isos = filepath.Join(r.dir, "run"), filepath.Join(r.dir, "lib"), filepath.Join(r.dir, "isos")
 	for _, d := range []string{r.run, r.lib, r.isos} {
 		require.NoError(t, os.Mkdir(d, 0o755))
@@ -59,12 +60,12 @@ func newDom0Rig(t *testing.T, v qmp.Version) *dom0Rig {
 	} {
 		require.NoError(t, srv.Write(p, v))
 	}
-	x, err := xs.Dial(testCtx(t, 5*time.Second), sock)
+	x, err := xs.Dial(testenv.Context(t, 5*time.Second), sock)
 	require.NoError(t, err)
 	defer x.Close()
 	a := filepath.Join(r.isos, "a.iso")
 	v0 := xen.VBD{FrontendDom: 1, DevID: 5632, Vdev: "hdc", Type: xen.TypeQdisk, Params: "aio:" + a}
-	require.NoError(t, xen.AddVBD(testCtx(t, 5*time.Second), x, v0))
+	require.NoError(t, xen.AddVBD(testenv.Context(t, 5*time.Second), x, v0))
 	cfg := fmt.Sprintf(`{"c_info": {"type": "hvm", "name": "guest", "uuid": %q}, "disks": [{"pdev_path": %q, "vdev": "hdc", "backend": "qdisk", "format": "raw", "removable": 1, "is_cdrom": 1}], "on_reboot": "restart"}`, rigUUID, a)
 	r.dom = xensim.DomainInfo{DomID: 1, Name: "guest", Kind: xensim.KindDom0, UUID: rigUUID, Vdev: "hdc", DevID: 5632,
 		ConfigPath: xen.ConfigPath(r.lib, 1, rigUUID), BackendPath: v0.BackendPath(), LibxlPath: v0.LibxlPath()}
@@ -75,7 +76,7 @@ func newDom0Rig(t *testing.T, v qmp.Version) *dom0Rig {
 	t.Cleanup(func() { r.fake.Close() })
 	require.NoError(t, r.fake.Insert("ide-5632", a, "raw"))
 
-	r.a, err = New(testCtx(t, 5*time.Second), Config{Host: "rig", XenstorePath: sock, QMPDir: r.run, LibxlDir: r.lib,
+	r.a, err = New(testenv.Context(t, 5*time.Second), Config{Host: "rig", XenstorePath: sock, QMPDir: r.run, LibxlDir: r.lib,
 		ISORoots: []string{r.isos}, Logger: testLogger(t), LockWait: 200 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { Close(r.a) })
@@ -215,10 +216,10 @@ func TestRecord(t *testing.T) {
 		assert.Greater(t, r.a.xsc.Stats().Retries, before, "some commits were retried")
 	})
 	t.Run("XSA-178: no frontend in libxl's tree", func(t *testing.T) {
-		x, err := xs.Dial(testCtx(t, 5*time.Second), r.a.cfg.XenstorePath)
+		x, err := xs.Dial(testenv.Context(t, 5*time.Second), r.a.cfg.XenstorePath)
 		require.NoError(t, err)
 		defer x.Close()
-		require.NoError(t, x.Rm(testCtx(t, 5*time.Second), r.dom.LibxlPath+"/frontend"))
+		require.NoError(t, x.Rm(testenv.Context(t, 5*time.Second), r.dom.LibxlPath+"/frontend"))
 		_, err = run(t, env, r.a.Record, rec)
 		requireType(t, err, ErrNoSuchDrive, false, "frontend does not exist")
 	})
@@ -244,10 +245,10 @@ func TestRestoreOutsideRoots(t *testing.T) {
 	require.NoError(t, isofs.Write(old, "BOOT", map[string][]byte{"B.TXT": []byte("b")}))
 	other := filepath.Join(r.dir, "other.iso")
 	require.NoError(t, isofs.Write(other, "OTHER", map[string][]byte{"O.TXT": []byte("o")}))
-	x, err := xs.Dial(testCtx(t, 5*time.Second), r.a.cfg.XenstorePath)
+	x, err := xs.Dial(testenv.Context(t, 5*time.Second), r.a.cfg.XenstorePath)
 	require.NoError(t, err)
 	defer x.Close()
-	ctx := testCtx(t, 5*time.Second)
+	ctx := testenv.Context(t, 5*time.Second)
 	require.NoError(t, x.Write(ctx, r.dom.LibxlPath+"/params", "aio:"+old))
 	require.NoError(t, r.fake.Insert("ide-5632", old, "raw"))
 
@@ -271,7 +272,7 @@ func TestRestoreOutsideRoots(t *testing.T) {
 func TestVBDFaults(t *testing.T) {
 	s := startSim(t, xensim.Config{StubdomGuests: 1})
 	dom := s.domain(xensim.KindStubdom)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	key := "vbd"
 	tools := s.iso(xensim.ISOTools)
 	insp := s.inspect(dom, tools)

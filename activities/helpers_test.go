@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,62 +18,27 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
-// shortDir is a fresh folder with a short path: unix socket paths must stay below 108
-// bytes, and t.TempDir() can be long.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "cda")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // testLogger writes to the test's log when -v is given, else nowhere.
 func testLogger(t testing.TB) *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.DiscardHandler)
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return testenv.Logger(t)
 }
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-var _ io.Writer = tWriter{}
-
-// need skips a test that needs a peer this machine lacks, or fails it under CI.
-func need(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and this test needs %s", what)
-	}
-	t.Skipf("this test needs %s", what)
-}
-
+// needRealQEMU ends a test that needs a real QEMU with a stubdom guest's loop device when
+// this machine lacks either (a failure under CI).
 func needRealQEMU(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		need(t, "qemu-system-x86_64: install Debian's qemu-system-x86")
-	}
-	if err := loopdev.Available(); err != nil {
-		need(t, "read-only loop devices ("+err.Error()+"): run the tests as root")
-	}
+	testenv.RequireQEMU(t)
+	testenv.Require(t, "read-only loop devices", loopdev.Available())
 }
 
 // sim is a simulated host with the activities of a worker pointed at it.
@@ -93,7 +55,7 @@ type sim struct {
 func startSim(t testing.TB, cfg xensim.Config) *sim {
 	t.Helper()
 	if cfg.Dir == "" {
-		cfg.Dir = shortDir(t)
+		cfg.Dir = testenv.SocketDir(t)
 	}
 	if cfg.QEMU == "" {
 		cfg.QEMU = xensim.QEMUFake
@@ -104,13 +66,13 @@ func startSim(t testing.TB, cfg xensim.Config) *sim {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	h, err := xensim.Start(testCtx(t, 2*time.Minute), cfg)
+	h, err := xensim.Start(testenv.Context(t, 2*time.Minute), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, h.Close()) })
 	s := &sim{t: t, h: h}
 	s.a = s.newActivities(nil)
 	s.env = newEnv(t, s.a)
-	x, err := xs.Dial(testCtx(t, 10*time.Second), h.XenstoredPath())
+	x, err := xs.Dial(testenv.Context(t, 10*time.Second), h.XenstoredPath())
 	require.NoError(t, err)
 	t.Cleanup(func() { x.Close() })
 	s.x = x
@@ -127,7 +89,7 @@ func (s *sim) newActivities(mod func(*Config)) *Activities {
 	if mod != nil {
 		mod(&cfg)
 	}
-	a, err := New(testCtx(s.t, 10*time.Second), cfg)
+	a, err := New(testenv.Context(s.t, 10*time.Second), cfg)
 	require.NoError(s.t, err)
 	closed := false
 	s.t.Cleanup(func() {
@@ -206,7 +168,7 @@ func (s *sim) inspect(dom xensim.DomainInfo, medium string) InspectResult {
 // connection (only one client may talk to a monitor at a time).
 func (s *sim) block(a *Activities, dom xensim.DomainInfo) qmp.BlockInfo {
 	s.t.Helper()
-	ctx := testCtx(s.t, 10*time.Second)
+	ctx := testenv.Context(s.t, 10*time.Second)
 	info, err := xen.ReadDomainInfo(ctx, s.x, dom.DomID)
 	require.NoError(s.t, err)
 	var b *qmp.BlockInfo
@@ -222,7 +184,7 @@ func (s *sim) block(a *Activities, dom xensim.DomainInfo) qmp.BlockInfo {
 // fdsets returns QEMU's fdsets through the activities' QMP connection.
 func (s *sim) fdsets(a *Activities, dom xensim.DomainInfo) []qmp.FdsetInfo {
 	s.t.Helper()
-	ctx := testCtx(s.t, 10*time.Second)
+	ctx := testenv.Context(s.t, 10*time.Second)
 	info, err := xen.ReadDomainInfo(ctx, s.x, dom.DomID)
 	require.NoError(s.t, err)
 	var sets []qmp.FdsetInfo
@@ -236,7 +198,7 @@ func (s *sim) fdsets(a *Activities, dom xensim.DomainInfo) []qmp.FdsetInfo {
 
 func (s *sim) read(p string) string {
 	s.t.Helper()
-	v, err := s.x.Read(testCtx(s.t, 5*time.Second), p)
+	v, err := s.x.Read(testenv.Context(s.t, 5*time.Second), p)
 	require.NoError(s.t, err, "read %s", p)
 	return v
 }
@@ -244,7 +206,7 @@ func (s *sim) read(p string) string {
 // vbdDevids lists the devids of the vbds under /libxl/<dom>/device/vbd.
 func (s *sim) vbdDevids(dom uint32) []string {
 	s.t.Helper()
-	ids, err := s.x.Directory(testCtx(s.t, 5*time.Second), xen.LibxlDomainPath(dom)+"/device/vbd")
+	ids, err := s.x.Directory(testenv.Context(s.t, 5*time.Second), xen.LibxlDomainPath(dom)+"/device/vbd")
 	if errors.Is(err, xs.ErrNotFound) {
 		return nil
 	}

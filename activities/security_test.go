@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
 )
 
@@ -23,7 +24,7 @@ type rootsFixture struct {
 
 func newRootsFixture(t *testing.T) *rootsFixture {
 	t.Helper()
-	base := shortDir(t)
+	base := testenv.SocketDir(t)
 	f := &rootsFixture{base: base, root: filepath.Join(base, "isos"), real: filepath.Join(base, "isos-real"), outside: filepath.Join(base, "outside")}
 	require.NoError(t, os.Mkdir(f.real, 0o755))
 	require.NoError(t, os.Symlink("isos-real", f.root))
@@ -161,7 +162,7 @@ func TestCheckFormat(t *testing.T) {
 }
 
 func TestResolveRoots(t *testing.T) {
-	base := shortDir(t)
+	base := testenv.SocketDir(t)
 	file := filepath.Join(base, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	real := filepath.Join(base, "real")
@@ -195,7 +196,7 @@ func TestResolveRoots(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	base := shortDir(t)
+	base := testenv.SocketDir(t)
 	tests := []struct {
 		name string
 		cfg  Config
@@ -208,7 +209,7 @@ func TestNewErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := New(testCtx(t, 10*time.Second), tt.cfg)
+			a, err := New(testenv.Context(t, 10*time.Second), tt.cfg)
 			require.Error(t, err)
 			assert.Nil(t, a)
 			assert.Contains(t, err.Error(), tt.want)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
@@ -157,7 +158,7 @@ func TestResolveDrive(t *testing.T) {
 	s := startSim(t, xensim.Config{StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1})
 	stub, dom0, trad := s.domain(xensim.KindStubdom), s.domain(xensim.KindDom0), s.domain(xensim.KindTraditional)
 	// A disk next to the dom0 guest's cdrom.
-	require.NoError(t, xen.AddVBD(testCtx(t, 5*time.Second), s.x, xen.VBD{FrontendDom: dom0.DomID, Vdev: "xvda", Type: xen.TypePhy, Params: "/dev/vg/disk", Mode: "w", DeviceType: "disk"}))
+	require.NoError(t, xen.AddVBD(testenv.Context(t, 5*time.Second), s.x, xen.VBD{FrontendDom: dom0.DomID, Vdev: "xvda", Type: xen.TypePhy, Params: "/dev/vg/disk", Mode: "w", DeviceType: "disk"}))
 	host := s.h.Name()
 	tests := []struct {
 		name    string
@@ -261,7 +262,7 @@ func TestInspectRefusals(t *testing.T) {
 func TestLock(t *testing.T) {
 	s := startSim(t, xensim.Config{StubdomGuests: 1})
 	dom := s.domain(xensim.KindStubdom)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	path := xen.DeviceChangesLockPath(s.h.LibDir(), dom.DomID, dom.UUID)
 
 	t.Run("held by xl", func(t *testing.T) {
@@ -315,11 +316,11 @@ func TestQMPSocketLock(t *testing.T) {
 	insp := s.inspect(dom, "")
 	must(t, s.env, s.a.Lock, LockInput{DomID: dom.DomID, Key: "q"})
 	must(t, s.env, s.a.Eject, EjectInput{Drive: insp.Drive, Key: "q"})
-	short := testCtx(t, 200*time.Millisecond)
+	short := testenv.Context(t, 200*time.Millisecond)
 	_, err := xen.Lock(short, path)
 	require.Error(t, err, "xl cannot talk QMP while the swap runs")
 	must(t, s.env, s.a.Unlock, UnlockInput{DomID: dom.DomID, Key: "q"})
-	l, err := xen.Lock(testCtx(t, 5*time.Second), path)
+	l, err := xen.Lock(testenv.Context(t, 5*time.Second), path)
 	require.NoError(t, err, "the qmp-socket-lock is free once the swap is over")
 	require.NoError(t, l.Unlock())
 }
@@ -375,10 +376,10 @@ func TestWaitFdset(t *testing.T) {
 	staleFile, err := os.Open(tools)
 	require.NoError(t, err)
 	defer staleFile.Close()
-	info, err := xen.ReadDomainInfo(testCtx(t, 5*time.Second), s.x, dom.DomID)
+	info, err := xen.ReadDomainInfo(testenv.Context(t, 5*time.Second), s.x, dom.DomID)
 	require.NoError(t, err)
 	var staleID int64
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testenv.Context(t, 10*time.Second)
 	require.NoError(t, s.a.withQMP(ctx, info, func(c *qmp.Client) error {
 		r, err := c.AddFD(ctx, staleFile, nil, dom.DevID.StubOpaque())
 		staleID = r.FdsetID

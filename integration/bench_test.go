@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -56,7 +57,7 @@ func benchMedium(h *xensim.Host, i int) string {
 // ActivityTaskCompleted event (dispatch to the worker included).
 func durableSwap(tb testing.TB, h *xensim.Host, dom xensim.DomainInfo, medium string) swapTiming {
 	tb.Helper()
-	ctx := testCtx(tb, time.Minute)
+	ctx := testenv.Context(tb, time.Minute)
 	in := swapInput(h, dom, medium, "")
 	t0 := time.Now()
 	run, err := the.client.ExecuteWorkflow(ctx, workflows.StartOptions(in), workflows.ChangeMediumName, in)
@@ -106,7 +107,7 @@ type directRunner struct {
 // newDirectRunner makes the activities of h as the worker would (its --flags), in process.
 func newDirectRunner(tb testing.TB, h *xensim.Host, dom xensim.DomainInfo) *directRunner {
 	tb.Helper()
-	ctx := testCtx(tb, 30*time.Second)
+	ctx := testenv.Context(tb, 30*time.Second)
 	a, err := activities.New(ctx, activities.Config{
 		Host: h.Name(), XenstorePath: h.XenstoredPath(), QMPDir: h.RunDir(), LibxlDir: h.LibDir(),
 		ISORoots: []string{h.ISODir()},

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
 	"github.com/cdswap/cdswap/workflows"
@@ -96,7 +97,7 @@ func TestCLIErrors(t *testing.T) {
 	startWorker(t, h, workerOpts{})
 	stub, dom0, trad := domainOf(t, h, xensim.KindStubdom), domainOf(t, h, xensim.KindDom0), domainOf(t, h, xensim.KindTraditional)
 	addDisk(t, h, dom0)
-	outside := filepath.Join(shortDir(t), "outside.iso")
+	outside := filepath.Join(testenv.SocketDir(t), "outside.iso")
 	require.NoError(t, isofs.Write(outside, "OUTSIDE", map[string][]byte{"A.TXT": []byte("a\n")}))
 	folder := filepath.Join(h.ISODir(), "folder.iso")
 	require.NoError(t, os.Mkdir(folder, 0o755))
@@ -142,7 +143,7 @@ func TestCLIErrors(t *testing.T) {
 		assert.Equal(t, 1, second.code, "exit code")
 		assert.Contains(t, second.stderr, id, "the refusal names the running swap")
 		assert.Contains(t, second.stderr, "bob", "the refusal says who started it")
-		ctx := testCtx(t, time.Minute)
+		ctx := testenv.Context(t, time.Minute)
 		res, err := waitSwap(ctx, the.client.GetWorkflow(ctx, id, ""))
 		require.NoError(t, err)
 		assert.Equal(t, workflows.OutcomeChanged, res.Outcome)

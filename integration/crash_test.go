@@ -13,6 +13,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
@@ -63,7 +64,7 @@ func holdLock(path func(e *crashEnv) string) func(*testing.T, *crashEnv) func() 
 // setKnob holds a step with one of xensim's fault knobs, set to on and back to off.
 func setKnob(knob, on, off string) func(*testing.T, *crashEnv) func() {
 	return func(t *testing.T, e *crashEnv) func() {
-		ctx := testCtx(t, 10*time.Second)
+		ctx := testenv.Context(t, 10*time.Second)
 		require.NoError(t, e.h.SetFault(ctx, e.dom.Name, knob, on))
 		return func() { require.NoError(t, e.h.SetFault(ctx, e.dom.Name, knob, off)) }
 	}
@@ -157,9 +158,9 @@ func runCrash(t *testing.T, c crashCase) client.WorkflowRun {
 	swapOK(t, h, e.dom, first, workflows.OutcomeChanged)
 
 	release := c.hold(t, e)
-	ctx := testCtx(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	run := startSwap(t, ctx, swapInput(h, e.dom, second, ""))
-	waitStepStarted(t, testCtx(t, 60*time.Second), run, c.step)
+	waitStepStarted(t, testenv.Context(t, 60*time.Second), run, c.step)
 	w1.kill()
 	release()
 	w2 := startWorker(t, h, opts)
@@ -200,7 +201,7 @@ func TestCrashBeforeStubdomAddFD(t *testing.T) {
 	const added = "stub domain added the fd"
 	require.Equal(t, 1, strings.Count(logs.String(), added))
 
-	ctx := testCtx(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	run := startSwap(t, ctx, swapInput(h, dom, second, ""))
 	waitStepStarted(t, ctx, run, activities.NameWaitFdset)
 	w1.kill()

@@ -20,27 +20,9 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
-	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 )
-
-// testCtx is a context that ends with the test, or after d.
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// shortDir is a new folder with a short path (unix socket paths must stay below 108
-// bytes, and t.TempDir() can be long), removed at cleanup.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "cds")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
 
 // logBuffer collects the lines of a host's or a worker's log and prints them to the test's
 // log only when the test fails: parallel tests would otherwise drown each other, and a
@@ -121,7 +103,7 @@ func startHostLogs(t testing.TB, cfg xensim.Config) (*xensim.Host, *logBuffer) {
 		cfg.HostName = hostName("it")
 	}
 	if cfg.Dir == "" {
-		cfg.Dir = shortDir(t)
+		cfg.Dir = testenv.SocketDir(t)
 	}
 	logs := &logBuffer{}
 	dumpOnFailure(t, "xensim "+cfg.HostName, logs)
@@ -150,31 +132,6 @@ func domainOf(t testing.TB, h *xensim.Host, k xensim.Kind) xensim.DomainInfo {
 	}
 	t.Fatalf("host %s has no %s guest: %+v", h.Name(), k, h.Domains())
 	return xensim.DomainInfo{}
-}
-
-// needQEMU ends a test that needs a real QEMU when there is none (a failure under CI).
-func needQEMU(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		needPeer(t, "qemu-system-x86_64: install Debian's qemu-system-x86 (make deps)")
-	}
-}
-
-// needLoop ends a test that needs read-only loop devices (a real QEMU in a stubdom guest)
-// when they cannot be made here (a failure under CI).
-func needLoop(t testing.TB) {
-	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		needPeer(t, fmt.Sprintf("read-only loop devices (%v): run the tests as root", err))
-	}
-}
-
-func needPeer(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and this test needs %s", what)
-	}
-	t.Skipf("this test needs %s", what)
 }
 
 // workerProc is a cdswap-worker process.
@@ -267,7 +224,7 @@ func (w *workerProc) isMe(identity string) bool {
 // this worker, and fails t if the worker exits first.
 func (w *workerProc) waitPolling(t testing.TB, host string) time.Duration {
 	t.Helper()
-	ctx := testCtx(t, 30*time.Second)
+	ctx := testenv.Context(t, 30*time.Second)
 	tq := activities.TaskQueue(host)
 	for {
 		ok := true

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdswap/cdswap/internal/devserver"
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // Flags of this package's special runs (after -args).
@@ -74,7 +75,7 @@ func run(m *testing.M) int {
 func setUp(ctx context.Context) {
 	if _, err := devserver.CLIPath(); err != nil {
 		why := fmt.Sprintf("the Temporal CLI dev server is needed: %v", err)
-		if os.Getenv("CI") == "true" {
+		if testenv.InCI() {
 			the.fail = "CI=true and " + why
 		} else {
 			the.skip = why

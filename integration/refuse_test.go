@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
@@ -52,7 +53,7 @@ func TestRefused(t *testing.T) {
 
 	// A medium outside the ISO roots, a folder inside them, and a disk (not a cdrom) on the
 	// dom0 guest.
-	outside := filepath.Join(shortDir(t), "outside.iso")
+	outside := filepath.Join(testenv.SocketDir(t), "outside.iso")
 	require.NoError(t, isofs.Write(outside, "OUTSIDE", map[string][]byte{"A.TXT": []byte("a\n")}))
 	folder := filepath.Join(h.ISODir(), "folder.iso")
 	require.NoError(t, os.Mkdir(folder, 0o755))
@@ -79,7 +80,7 @@ func TestRefused(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ctx := testCtx(t, time.Minute)
+			ctx := testenv.Context(t, time.Minute)
 			in := swapInput(h, c.dom, c.medium, c.format)
 			if c.vdev != "" {
 				in.Vdev = c.vdev
@@ -107,11 +108,11 @@ func dialXS(ctx context.Context, h *xensim.Host) (*xs.Client, error) {
 // addDisk gives dom a second vbd, a disk hda (devid 768), as a guest's system disk would be.
 func addDisk(t testing.TB, h *xensim.Host, dom xensim.DomainInfo) {
 	t.Helper()
-	ctx := testCtx(t, 10*time.Second)
+	ctx := testenv.Context(t, 10*time.Second)
 	c, err := dialXS(ctx, h)
 	require.NoError(t, err)
 	defer c.Close()
-	disk := filepath.Join(shortDir(t), "disk.img")
+	disk := filepath.Join(testenv.SocketDir(t), "disk.img")
 	require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o600))
 	require.NoError(t, xen.AddVBD(ctx, c, xen.VBD{
 		BackendDom: 0, FrontendDom: dom.DomID, Vdev: "hda", Type: xen.TypeQdisk,
@@ -130,7 +131,7 @@ func TestRefusedBusyDrive(t *testing.T) {
 	// The first change is slow to eject, so that it is surely running when the second comes.
 	h.QEMU(dom.DomID).Fake().Delay("eject", 2*time.Second)
 
-	ctx := testCtx(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	first := startSwap(t, ctx, swapInput(h, dom, iso(h, xensim.ISOTools), ""))
 	in := swapInput(h, dom, iso(h, xensim.ISORescue), "")
 	opts := workflows.StartOptions(in)
@@ -151,7 +152,7 @@ func TestRefusedBusyDrive(t *testing.T) {
 func TestRefusedNoWorker(t *testing.T) {
 	need(t)
 	t.Parallel()
-	ctx := testCtx(t, time.Minute)
+	ctx := testenv.Context(t, time.Minute)
 	in := workflows.ResolveDriveInput{Host: hostName("nobody"), Domain: "guest", Vdev: "hdc"}
 	run, err := the.client.ExecuteWorkflow(ctx, workflows.ResolveDriveStartOptions(in), workflows.ResolveDriveName, in)
 	require.NoError(t, err)
@@ -177,7 +178,7 @@ func TestResolveDrive(t *testing.T) {
 		{"unknown domain", "no-such-guest", activities.ErrNoSuchDomain, workflows.ResolveDriveResult{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ctx := testCtx(t, 30*time.Second)
+			ctx := testenv.Context(t, 30*time.Second)
 			in := workflows.ResolveDriveInput{Host: h.Name(), Domain: c.domain, Vdev: "hdc"}
 			run, err := the.client.ExecuteWorkflow(ctx, workflows.ResolveDriveStartOptions(in), workflows.ResolveDriveName, in)
 			require.NoError(t, err)

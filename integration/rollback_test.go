@@ -13,6 +13,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -24,7 +25,7 @@ import (
 // medium gets its fd (with the knob left on, no restore could ever succeed on a stubdom).
 func rollback(t testing.TB, h *xensim.Host, logs *logBuffer, dom xensim.DomainInfo, first, second string) (client.WorkflowRun, workflows.ChangeMediumResult, error) {
 	t.Helper()
-	ctx := testCtx(t, 2*time.Minute)
+	ctx := testenv.Context(t, 2*time.Minute)
 	require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobNeverAddFD, "true"))
 	run := startSwap(t, ctx, swapInput(h, dom, second, ""))
 	require.NoError(t, logs.waitFor(ctx, "stub domain will not add the fd"))

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
@@ -71,7 +72,7 @@ func waitSwap(ctx context.Context, run client.WorkflowRun) (workflows.ChangeMedi
 // replays.
 func swapOK(t testing.TB, h *xensim.Host, dom xensim.DomainInfo, medium string, want workflows.Outcome) workflows.ChangeMediumResult {
 	t.Helper()
-	ctx := testCtx(t, 90*time.Second)
+	ctx := testenv.Context(t, 90*time.Second)
 	run := startSwap(t, ctx, swapInput(h, dom, medium, ""))
 	res, err := waitSwap(ctx, run)
 	require.NoError(t, err, "swap of %s on %s to %q: result %+v", dom.Vdev, dom.Name, medium, res)
@@ -108,7 +109,7 @@ func replay(h *historypb.History, register func(workflows.Registry)) error {
 // requireReplays checks that a finished run's history replays against the current code.
 func requireReplays(t testing.TB, run client.WorkflowRun) *historypb.History {
 	t.Helper()
-	h, err := fetchHistory(testCtx(t, 30*time.Second), run.GetID(), run.GetRunID())
+	h, err := fetchHistory(testenv.Context(t, 30*time.Second), run.GetID(), run.GetRunID())
 	require.NoError(t, err)
 	require.NoError(t, replay(h, workflows.Register), "replay of %s/%s", run.GetID(), run.GetRunID())
 	return h

@@ -7,7 +7,9 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
+	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -64,8 +66,8 @@ func TestSwapFakeQEMU(t *testing.T) {
 // (gracefully) before each look at QEMU, and a new one started after.
 func TestSwapRealQEMU(t *testing.T) {
 	need(t)
-	needQEMU(t)
-	needLoop(t)
+	testenv.RequireQEMU(t)
+	testenv.Require(t, "read-only loop devices", loopdev.Available())
 	t.Parallel()
 	h := startHost(t, xensim.Config{
 		HostName: hostName("swap-real"),

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/cdswap/cdswap/internal/devserver"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -46,24 +45,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runWorker runs the binary to its end and returns its exit status and output.
 func runWorker(t *testing.T, args ...string) (int, string) {
 	t.Helper()
@@ -71,7 +52,7 @@ func runWorker(t *testing.T, args ...string) (int, string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, workerBin, args...)
 	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=", "TEMPORAL_API_KEY=")
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	var ee *exec.ExitError
@@ -86,9 +67,7 @@ func runWorker(t *testing.T, args ...string) (int, string) {
 }
 
 func TestBadFlags(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cdsw")
-	require.NoError(t, err)
-	defer os.RemoveAll(dir)
+	dir := testenv.SocketDir(t)
 	file := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	tests := []struct {
@@ -138,27 +117,20 @@ func TestHelp(t *testing.T) {
 // TestServe runs the worker against a simulated host and a real Temporal dev server:
 // ResolveDrive and a ChangeMedium insert go through it, and SIGTERM stops it cleanly.
 func TestServe(t *testing.T) {
-	if _, err := devserver.CLIPath(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and this test needs the Temporal CLI: %v", err)
-		}
-		t.Skipf("this test needs the Temporal CLI: %v", err)
-	}
+	_, err := devserver.CLIPath()
+	testenv.Require(t, "the Temporal CLI", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := devserver.Start(ctx, devserver.Options{})
 	require.NoError(t, err)
 	defer srv.Stop()
-	dir, err := os.MkdirTemp("", "cdsw")
-	require.NoError(t, err)
-	defer os.RemoveAll(dir)
-	h, err := xensim.Start(ctx, xensim.Config{Dir: dir, QEMU: xensim.QEMUFake, StubdomGuests: 1, AgentDelay: 10 * time.Millisecond})
+	h, err := xensim.Start(ctx, xensim.Config{Dir: testenv.SocketDir(t), QEMU: xensim.QEMUFake, StubdomGuests: 1, AgentDelay: 10 * time.Millisecond})
 	require.NoError(t, err)
 	defer h.Close()
 
 	args := append(h.WorkerFlags(), "--address", srv.FrontendHostPort(), "--log-format", "json")
 	cmd := exec.Command(workerBin, args...)
-	var out syncBuffer
+	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)

@@ -213,10 +213,7 @@ func TestChangeMediumRefused(t *testing.T) {
 			_, r := newEnv(t, h, in)
 			r.execute(t, in)
 
-			require.Error(t, r.err)
-			var appErr *temporal.ApplicationError
-			require.True(t, errors.As(r.err, &appErr))
-			assert.Equal(t, workflows.ErrRefused, appErr.Type())
+			appErr := requireAppError(t, r.err, workflows.ErrRefused)
 			assert.Equal(t, tt.causeType, workflows.CauseType(r.err))
 			assert.Equal(t, tt.calls, h.names(), "nothing but Inspect may run")
 			assert.Equal(t, workflows.OutcomeRefused, r.res.Outcome)
@@ -230,9 +227,7 @@ func TestChangeMediumRefused(t *testing.T) {
 func TestChangeMediumInPlace(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	h.inPlace = true
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeUnchanged, r.res.Outcome)
 	assert.Equal(t, []string{"Inspect"}, h.names())
@@ -279,14 +274,9 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 	t.Run("not forced", func(t *testing.T) {
 		h := newFakeHost(activities.KindStubdom)
 		h.on("Eject", lockedUnlessForced)
-		in := testInput()
-		_, r := newEnv(t, h, in)
-		r.execute(t, in)
+		r := runChange(t, h)
 
-		require.Error(t, r.err)
-		var appErr *temporal.ApplicationError
-		require.True(t, errors.As(r.err, &appErr))
-		assert.Equal(t, workflows.ErrSwapFailed, appErr.Type())
+		appErr := requireAppError(t, r.err, workflows.ErrSwapFailed)
 		assert.Equal(t, activities.ErrTrayLocked, workflows.CauseType(r.err))
 		assert.Contains(t, appErr.Error(), "retry with force")
 		assert.Equal(t, workflows.OutcomeFailed, r.res.Outcome)
@@ -304,9 +294,7 @@ func TestChangeMediumLockBusy(t *testing.T) {
 	h.on("Lock", func(ctx context.Context, n int, in any) error {
 		return activities.NewError(ctx, activities.ErrLockBusy, true, nil, "libxl-device-changes-lock of domain 7 is held by another process")
 	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailed, r.res.Outcome)
 	assert.Equal(t, activities.ErrLockBusy, workflows.CauseType(r.err))
@@ -318,21 +306,10 @@ func TestChangeMediumLockBusy(t *testing.T) {
 
 func TestChangeMediumWaitFdsetTimeoutRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.on("WaitFdset", func(ctx context.Context, n int, in any) error {
-		if n == 1 {
-			return activities.NewError(ctx, activities.ErrFdsetTimeout, false, nil,
-				"no new fdset with opaque stub-devid:5632 after 25s: does the stubdom add-fd its cdrom?")
-		}
-		return nil
-	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	h.on("WaitFdset", failCalls(1, activities.ErrFdsetTimeout, false, "no new fdset with opaque stub-devid:5632 after 25s: does the stubdom add-fd its cdrom?"))
+	r := runChange(t, h)
 
-	require.Error(t, r.err)
-	var appErr *temporal.ApplicationError
-	require.True(t, errors.As(r.err, &appErr))
-	assert.Equal(t, workflows.ErrSwapFailedRestored, appErr.Type())
+	appErr := requireAppError(t, r.err, workflows.ErrSwapFailedRestored)
 	assert.Equal(t, activities.ErrFdsetTimeout, workflows.CauseType(r.err))
 	assert.Contains(t, appErr.Error(), "failed at WaitFdset")
 	assert.Contains(t, appErr.Error(), "the old medium "+oldISO+" was put back")
@@ -386,9 +363,7 @@ func TestChangeMediumAttachFailureRestores(t *testing.T) {
 		}
 		return nil
 	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
@@ -403,14 +378,9 @@ func TestChangeMediumAttachFailureRestores(t *testing.T) {
 func TestChangeMediumRestoreFails(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	h.on("AttachVBD", failWith(activities.ErrHotplugFailed))
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 
-	require.Error(t, r.err)
-	var appErr *temporal.ApplicationError
-	require.True(t, errors.As(r.err, &appErr))
-	assert.Equal(t, workflows.ErrRestoreFailed, appErr.Type())
+	appErr := requireAppError(t, r.err, workflows.ErrRestoreFailed)
 	assert.Equal(t, workflows.OutcomeRestoreFailed, r.res.Outcome)
 	assert.Contains(t, r.res.Action, "xl cd-insert web1 hdc "+oldISO)
 	assert.Contains(t, r.res.Action, "restoring failed at AttachVBD")
@@ -431,15 +401,8 @@ func TestChangeMediumRestoreRetriesLonger(t *testing.T) {
 	// A DetachVBD that stays busy in the swap and for a while during the restore: the
 	// restore's longer policy outlasts it.
 	h := newFakeHost(activities.KindStubdom)
-	h.on("DetachVBD", func(ctx context.Context, n int, in any) error {
-		if n <= 6 {
-			return activities.NewError(ctx, activities.ErrVBDBusy, true, nil, "backend of vbd 5632 still state 5 after 10s")
-		}
-		return nil
-	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	h.on("DetachVBD", failCalls(6, activities.ErrVBDBusy, true, "backend of vbd 5632 still state 5 after 10s"))
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
@@ -459,15 +422,8 @@ func TestChangeMediumRestoreRetriesLonger(t *testing.T) {
 
 func TestChangeMediumDom0FdsetGoneRedoesAddFD(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
-	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
-		if n == 1 {
-			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset 20 is gone from QEMU")
-		}
-		return nil
-	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	h.on("ChangeMedium", failCalls(1, activities.ErrFdsetGone, false, "fdset 20 is gone from QEMU"))
+	r := runChange(t, h)
 
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
@@ -486,9 +442,7 @@ func TestChangeMediumDom0VerifyFailureRestores(t *testing.T) {
 		}
 		return nil
 	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
@@ -509,9 +463,7 @@ func TestChangeMediumDom0RestoreOfEmptyDrive(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
 	h.oldMedium = ""
 	h.on("ChangeMedium", failWith(activities.ErrFormatMismatch))
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
@@ -525,22 +477,7 @@ func TestChangeMediumCanceledMidSwapRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	in := testInput()
 	env, r := newEnv(t, h, in)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	h.on("WaitFdset", func(ctx context.Context, n int, in any) error {
-		if n > 1 {
-			return nil
-		}
-		// Cancel the run while this attempt hangs, as an operator would mid-swap; the test
-		// environment drops the attempt's late result.
-		env.CancelWorkflow()
-		select {
-		case <-release:
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-		}
-		return errors.New("abandoned")
-	})
+	cancelDuring(t, env, h, "WaitFdset") // as an operator would mid-swap
 	r.execute(t, in)
 
 	require.Error(t, r.err)
@@ -557,17 +494,7 @@ func TestChangeMediumCanceledBeforeLock(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	in := testInput()
 	env, r := newEnv(t, h, in)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	h.on("Inspect", func(ctx context.Context, n int, in any) error {
-		env.CancelWorkflow()
-		select {
-		case <-release:
-		case <-ctx.Done():
-		case <-time.After(10 * time.Second):
-		}
-		return errors.New("abandoned")
-	})
+	cancelDuring(t, env, h, "Inspect")
 	r.execute(t, in)
 
 	var canceled *temporal.CanceledError
@@ -635,9 +562,7 @@ func TestChangeMediumStubdomChangeFailureSkipsNewFdset(t *testing.T) {
 		}
 		return nil
 	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
@@ -652,15 +577,8 @@ func TestChangeMediumStubdomFdsetGoneCyclesTheVBD(t *testing.T) {
 	// A worker crash between WaitFdset and ChangeMedium loses the stubdom's fdset (QEMU <
 	// 9.1): the run detaches and re-attaches the PV disk so the stubdom publishes a new one.
 	h := newFakeHost(activities.KindStubdom)
-	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
-		if n == 1 {
-			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset 10 is gone from QEMU")
-		}
-		return nil
-	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	h.on("ChangeMedium", failCalls(1, activities.ErrFdsetGone, false, "fdset 10 is gone from QEMU"))
+	r := runChange(t, h)
 
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
@@ -674,15 +592,9 @@ func TestChangeMediumStubdomFdsetGoneCyclesTheVBD(t *testing.T) {
 
 func TestChangeMediumStubdomFdsetGoneEveryRoundRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
-		if n <= 3 { // every forward round; the restore's ChangeMedium (the 4th) works
-			return activities.NewError(ctx, activities.ErrFdsetGone, false, nil, "fdset is gone from QEMU")
-		}
-		return nil
-	})
-	in := testInput()
-	_, r := newEnv(t, h, in)
-	r.execute(t, in)
+	// Every forward round fails; the restore's ChangeMedium (the 4th) works.
+	h.on("ChangeMedium", failCalls(3, activities.ErrFdsetGone, false, "fdset is gone from QEMU"))
+	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)

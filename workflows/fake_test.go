@@ -2,12 +2,14 @@ package workflows_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
@@ -266,6 +268,46 @@ func failWith(t string) hook {
 	}
 }
 
+// failCalls is a hook that fails calls 1 to n of an activity with an error of type t,
+// retryable or not, and lets the later calls through.
+func failCalls(n int, t string, retryable bool, msg string) hook {
+	return func(ctx context.Context, i int, _ any) error {
+		if i <= n {
+			return activities.NewError(ctx, t, retryable, nil, "%s", msg)
+		}
+		return nil
+	}
+}
+
+// cancelDuring makes the first call of activity step cancel the run in env, then hang as an
+// abandoned attempt does until the test ends (the test environment drops its late result).
+func cancelDuring(t *testing.T, env *testsuite.TestWorkflowEnvironment, h *fakeHost, step string) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	h.on(step, func(ctx context.Context, n int, in any) error {
+		if n > 1 {
+			return nil
+		}
+		env.CancelWorkflow()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+		return errors.New("abandoned")
+	})
+}
+
+// requireAppError checks that err is an application error of type typ and returns it.
+func requireAppError(t *testing.T, err error, typ string) *temporal.ApplicationError {
+	t.Helper()
+	require.Error(t, err)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "error %v (%T) is not an application error", err, err)
+	assert.Equal(t, typ, appErr.Type(), "type of %v", err)
+	return appErr
+}
+
 // testInput is a change of hdc of web1 on h1 to newISO.
 func testInput() workflows.ChangeMediumInput {
 	return workflows.ChangeMediumInput{
@@ -309,6 +351,15 @@ func newEnv(t *testing.T, h *fakeHost, in workflows.ChangeMediumInput) (*testsui
 		}
 	}).Maybe()
 	return env, r
+}
+
+// runChange runs ChangeMedium with testInput() against h to its end.
+func runChange(t *testing.T, h *fakeHost) *run {
+	t.Helper()
+	in := testInput()
+	_, r := newEnv(t, h, in)
+	r.execute(t, in)
+	return r
 }
 
 // execute runs the workflow to its end.

@@ -105,10 +105,7 @@ func TestResolveDriveErrors(t *testing.T) {
 				h.on("ResolveDrive", tt.hook)
 			}
 			_, err := resolve(t, h, tt.in)
-			require.Error(t, err)
-			var appErr *temporal.ApplicationError
-			require.True(t, errors.As(err, &appErr), "error %v has no ApplicationError", err)
-			assert.Equal(t, tt.wantType, appErr.Type(), "top error type")
+			appErr := requireAppError(t, err, tt.wantType)
 			wantCause := tt.wantType
 			if tt.causeType != nil {
 				wantCause = *tt.causeType

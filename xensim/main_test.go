@@ -19,24 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
-
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "xsm")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func need(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs %s", what)
-	}
-	t.Skipf("this test needs %s", what)
-}
 
 var (
 	buildOnce sync.Once
@@ -79,27 +64,7 @@ type started struct {
 	cmd    *exec.Cmd
 	lines  []string // stdout up to the "running:" line
 	stdout io.Reader
-	stderr *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec and the test.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
+	stderr *testenv.Buffer
 }
 
 // startBinary runs bin with args and returns once it printed until stop matches a line (or
@@ -109,7 +74,7 @@ func startBinary(t *testing.T, bin string, args ...string) *started {
 	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	s := &started{cmd: cmd, stdout: out, stderr: newSyncBuffer()}
+	s := &started{cmd: cmd, stdout: out, stderr: &testenv.Buffer{}}
 	cmd.Stderr = s.stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -173,11 +138,9 @@ func (s *started) stop(t *testing.T, sig os.Signal) {
 // TestBinaryAsUser starts xensim as a new user would, points Debian's xenstore-ls at it
 // with the printed XENSTORED_PATH, sets a knob with xensim ctl, and interrupts it.
 func TestBinaryAsUser(t *testing.T) {
-	if _, err := exec.LookPath("xenstore-ls"); err != nil {
-		need(t, "xenstore-ls: install Debian's xenstore-utils (make deps)")
-	}
+	testenv.RequireCommand(t, "xenstore-ls", "xenstore-utils")
 	bin := buildBinary(t)
-	dir := filepath.Join(shortDir(t), "host")
+	dir := filepath.Join(testenv.SocketDir(t), "host")
 	s := startBinary(t, bin, "--dir", dir, "--host", "lab1", "--domains", "3", "--trad", "1")
 	s.readUntil(t, "running:")
 
@@ -229,7 +192,7 @@ func TestBinaryAsUser(t *testing.T) {
 // TestBinaryJSON: --json prints the summary for scripts; SIGTERM stops the host.
 func TestBinaryJSON(t *testing.T) {
 	bin := buildBinary(t)
-	dir := filepath.Join(shortDir(t), "h")
+	dir := filepath.Join(testenv.SocketDir(t), "h")
 	s := startBinary(t, bin, "--dir", dir, "--json", "--qemu", "fake", "--stubdom", "2", "--fault", "stubdom-2:never-close=true")
 	var sum xensim.Summary
 	dec := json.NewDecoder(s.stdout)
@@ -259,11 +222,11 @@ func TestBinaryJSON(t *testing.T) {
 
 // TestBadInput: each kind of bad input gets a clear message and exit status 2.
 func TestBadInput(t *testing.T) {
-	busy := shortDir(t)
+	busy := testenv.SocketDir(t)
 	h, err := xensim.Start(context.Background(), xensim.Config{Dir: busy, QEMU: xensim.QEMUFake, StubdomGuests: 1})
 	require.NoError(t, err)
 	defer h.Close()
-	file := filepath.Join(shortDir(t), "file")
+	file := filepath.Join(testenv.SocketDir(t), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 
 	tests := []struct {
@@ -290,7 +253,7 @@ func TestBadInput(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			args := tt.args
 			if args[0] != "ctl" && args[0] != "bench" && !contains(args, "--dir") {
-				args = append(args, "--dir", filepath.Join(shortDir(t), "h"))
+				args = append(args, "--dir", filepath.Join(testenv.SocketDir(t), "h"))
 			}
 			code := run(args, &stdout, &stderr)
 			assert.Equal(t, 2, code, "run(%q) exit status; stderr %s", args, stderr.String())
@@ -330,7 +293,7 @@ func mustRead(t *testing.T, h *xensim.Host) string {
 // TestCtlNoHost: ctl against a folder where nothing runs says so (exit status 1).
 func TestCtlNoHost(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	code := run([]string{"ctl", "--dir", dir, "show"}, &stdout, &stderr)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr.String(), "is it running with --dir "+dir)
@@ -338,7 +301,7 @@ func TestCtlNoHost(t *testing.T) {
 
 // TestCtlInProcess sets and shows knobs of a host started by the library.
 func TestCtlInProcess(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	h, err := xensim.Start(context.Background(), xensim.Config{Dir: dir, QEMU: xensim.QEMUFake, StubdomGuests: 1, Dom0Guests: 1})
 	require.NoError(t, err)
 	defer h.Close()

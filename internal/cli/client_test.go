@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // writeCert writes a self-signed certificate and its key as PEM files in dir.
@@ -86,7 +88,7 @@ func TestClientConfigOptions(t *testing.T) {
 }
 
 func TestEnvironmentDefaults(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	app := newApp(&stdout, &stderr)
 	env := map[string]string{"TEMPORAL_ADDRESS": "127.0.0.1:1", "TEMPORAL_API_KEY": "secret", "SUDO_USER": "carol", "USER": "root"}
 	app.Getenv = func(k string) string { return env[k] }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/devserver"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -47,10 +47,7 @@ func TestMain(m *testing.M) {
 func needServer(t *testing.T) *testsuite.DevServer {
 	t.Helper()
 	if testServer == nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and the Temporal dev server did not start: %v (make deps builds the Temporal CLI)", serverErr)
-		}
-		t.Skipf("no Temporal dev server: %v (make deps builds the Temporal CLI)", serverErr)
+		testenv.Unavailable(t, "the Temporal dev server did not start: %v (make deps builds the Temporal CLI)", serverErr)
 	}
 	return testServer
 }
@@ -257,24 +254,6 @@ func blockFirst(entered chan<- struct{}, release <-chan struct{}) hook {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // result is one run of the CLI.
 type result struct {
 	stdout, stderr string
@@ -282,7 +261,7 @@ type result struct {
 }
 
 // newApp is an App as the tests run it: alice asks, times in UTC, a short resolve timeout.
-func newApp(stdout, stderr *syncBuffer) *App {
+func newApp(stdout, stderr *testenv.Buffer) *App {
 	env := map[string]string{"USER": "alice"}
 	return &App{
 		Stdout:         stdout,
@@ -300,7 +279,7 @@ func run(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	addr := "127.0.0.1:1" // nothing listens: commands must fail before dialing, or say so
 	if testServer != nil {
 		addr = testServer.FrontendHostPort()

@@ -71,6 +71,30 @@ func (a *App) findSwap(ctx context.Context, c client.Client, d driveFlags) (stri
 	return id, nil
 }
 
+// swapHistory fetches the history of the swap that status and history name: the ID in args,
+// or else the latest swap of the drive d names; runID, when set, picks an earlier run.
+func (a *App) swapHistory(ctx context.Context, d driveFlags, args []string, runID string) (*History, error) {
+	if err := d.target(args); err != nil {
+		return nil, err
+	}
+	c, err := a.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	id := ""
+	if len(args) == 1 {
+		id = args[0]
+	} else if id, err = a.findSwap(ctx, c, d); err != nil {
+		return nil, err
+	}
+	h, err := FetchHistory(ctx, c, id, runID)
+	if err != nil {
+		return nil, notFound(a.cfg, id, err)
+	}
+	return h, nil
+}
+
 // quote makes s a string literal of Temporal's visibility query language.
 func quote(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
@@ -105,24 +129,9 @@ func (a *App) newStatusCmd() *cobra.Command {
 		Long: `status shows the latest swap of a drive (or the swap with that workflow ID): the step it
 runs now, with its attempt and last failure, or how it ended.`,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			if err := d.target(args); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
+			h, err := a.swapHistory(cmd.Context(), d, args, runID)
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			id := ""
-			if len(args) == 1 {
-				id = args[0]
-			} else if id, err = a.findSwap(ctx, c, d); err != nil {
-				return err
-			}
-			h, err := FetchHistory(ctx, c, id, runID)
-			if err != nil {
-				return notFound(a.cfg, id, err)
 			}
 			v := statusOf(h)
 			if asJSON {
@@ -216,24 +225,9 @@ kept, how the swap ended, and who asked for it and why. --json prints the same a
 JSON document (schema ` + HistorySchema + `). Name the swap by its ID, or name the drive
 with --host, --domain and --vdev for its latest swap.`,
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			if err := drive.target(args); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			c, err := a.dial(ctx)
+			h, err := a.swapHistory(cmd.Context(), drive, args, runID)
 			if err != nil {
 				return err
-			}
-			defer c.Close()
-			id := ""
-			if len(args) == 1 {
-				id = args[0]
-			} else if id, err = a.findSwap(ctx, c, drive); err != nil {
-				return err
-			}
-			h, err := FetchHistory(ctx, c, id, runID)
-			if err != nil {
-				return notFound(a.cfg, id, err)
 			}
 			if asJSON {
 				return WriteHistoryJSON(a.stdout(), h)

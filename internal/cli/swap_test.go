@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -70,7 +71,7 @@ func TestServerUnreachable(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	app := newApp(&stdout, &stderr)
 	app.ConnectTimeout = time.Second
 	code := app.Run(ctx, []string{"--address", addr, "list"})
@@ -389,7 +390,7 @@ func TestDevServerCommand(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() { done <- newApp(&stdout, &stderr).Run(ctx, []string{"dev-server", "--port", "0"}) }()
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -419,7 +420,7 @@ func TestInsertWaitTTY(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	app := newApp(&stdout, &stderr)
 	app.TTY = true
 	code := app.Run(ctx, []string{"--address", srv.FrontendHostPort(), "insert", "--host", "h-tty", "--domain", "web1",

@@ -131,7 +131,6 @@ func Start(ctx context.Context, opts Options) (*testsuite.DevServer, error) {
 	return srv, nil
 }
 
-
 // quietLogger drops the SDK client's own logs for the server's client.
 type quietLogger struct{}
 

@@ -2,28 +2,18 @@ package devserver
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/operatorservice/v1"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
-// requireCLI finds the Temporal CLI or ends the test: a failure under CI, where `make test`
-// has built it, and a skip elsewhere.
-func requireCLI(t *testing.T) {
-	t.Helper()
-	if _, err := CLIPath(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %v", err)
-		}
-		t.Skip(err)
-	}
-}
-
 func TestStartRegistersSearchAttributes(t *testing.T) {
-	requireCLI(t)
+	_, err := CLIPath()
+	testenv.Require(t, "the Temporal CLI", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := Start(ctx, Options{})

@@ -16,14 +16,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // testCtx bounds a test so that it always stops by itself.
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return testenv.Context(t, 10*time.Second) }
 
 // dial connects to path and closes the client at the end of the test.
 func dial(t *testing.T, ctx context.Context, path string) *Client {
@@ -114,11 +112,7 @@ func TestDialErrors(t *testing.T) {
 		{
 			name: "no greeting before the deadline",
 			script: func(p *peer) error {
-				_, err := p.recv() // wait for the client to give up and hang up
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
+				return p.expectHangUp() // the client gives up
 			},
 			timeout: 50 * time.Millisecond,
 			want:    []error{context.DeadlineExceeded},
@@ -210,10 +204,7 @@ func TestBrokenStream(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			path := startScript(t, func(p *peer) error {
-				if err := p.handshake(); err != nil {
-					return err
-				}
-				r, err := p.expect("query-status")
+				r, err := p.handshakeThen("query-status")
 				if err != nil {
 					return err
 				}
@@ -227,11 +218,7 @@ func TestBrokenStream(t *testing.T) {
 				if err := p.send(a); err != nil {
 					return err
 				}
-				// The client must hang up.
-				if _, err := p.recv(); !errors.Is(err, io.EOF) {
-					return fmt.Errorf("after %s: recv() = %v, want EOF: %w", tt.name, err, errScript)
-				}
-				return nil
+				return p.expectHangUp()
 			})
 			c := dial(t, ctx, path)
 			_, err := c.QueryStatus(ctx)
@@ -258,10 +245,7 @@ func TestLongLine(t *testing.T) {
 	ctx := testCtx(t)
 	big := strings.Repeat("x", 1<<20) // 1 MiB, well past bufio.Scanner's 64 KiB default
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		r, err := p.expect("query-block")
+		r, err := p.handshakeThen("query-block")
 		if err != nil {
 			return err
 		}
@@ -322,10 +306,7 @@ func TestConnectionDropFailsPending(t *testing.T) {
 func TestLateReplyDiscarded(t *testing.T) {
 	ctx := testCtx(t)
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		slow, err := p.expect("query-block")
+		slow, err := p.handshakeThen("query-block")
 		if err != nil {
 			return err
 		}
@@ -419,10 +400,7 @@ func TestExecuteWithFile(t *testing.T) {
 	require.NoError(t, syscall.Fstat(int(f.Fd()), &want))
 
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		r, err := p.expect("add-fd")
+		r, err := p.handshakeThen("add-fd")
 		if err != nil {
 			return err
 		}
@@ -462,10 +440,7 @@ func TestFileCommandsSerialised(t *testing.T) {
 	received := make(chan string, 8)
 	gotFirst := make(chan struct{})
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		first, err := p.expect("add-fd")
+		first, err := p.handshakeThen("add-fd")
 		close(gotFirst)
 		if err != nil {
 			return err
@@ -536,10 +511,7 @@ func TestEventsDropOldest(t *testing.T) {
 	const sent, buffer = 10, 4
 	ctx := testCtx(t)
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		r, err := p.expect("query-status")
+		r, err := p.handshakeThen("query-status")
 		if err != nil {
 			return err
 		}
@@ -568,18 +540,11 @@ func TestCloseFailsPending(t *testing.T) {
 	ctx := testCtx(t)
 	got := make(chan struct{})
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		if _, err := p.expect("query-block"); err != nil {
+		if _, err := p.handshakeThen("query-block"); err != nil {
 			return err
 		}
 		close(got)
-		_, err := p.recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return fmt.Errorf("recv() = %v, want EOF after Close: %w", err, errScript)
+		return p.expectHangUp() // at Close
 	})
 	c := dial(t, ctx, path)
 	errc := make(chan error, 1)
@@ -704,11 +669,7 @@ func TestClientSideRefusals(t *testing.T) {
 		if err := p.handshakeAs(greetingFor(Version{Major: 7, Minor: 0})); err != nil {
 			return err
 		}
-		r, err := p.recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return fmt.Errorf("the server got %s, want nothing: %w", r.raw, errScript)
+		return p.expectHangUp() // every call is refused before it is sent
 	})
 	c := dial(t, ctx, path)
 	err := c.BlockdevChangeMedium(ctx, ChangeMediumArgs{ID: "ide-5632", Filename: "/x", Format: "raw", Force: true})
@@ -761,10 +722,7 @@ func TestAbandonedFileCommand(t *testing.T) {
 	defer f.Close()
 	gaveUp := make(chan struct{})
 	path := startScript(t, func(p *peer) error {
-		if err := p.handshake(); err != nil {
-			return err
-		}
-		first, err := p.expect("add-fd")
+		first, err := p.handshakeThen("add-fd")
 		if err != nil {
 			return err
 		}

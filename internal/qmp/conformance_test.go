@@ -334,34 +334,29 @@ func cdrom(t *testing.T, ctx context.Context, c *qmp.Client) qmp.BlockInfo {
 // waitTray reads events until DEVICE_TRAY_MOVED says cdromID's tray is open (or closed).
 func waitTray(t *testing.T, ctx context.Context, c *qmp.Client, open bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var seen []string
-	for {
-		select {
-		case ev, ok := <-c.Events():
-			if !ok {
-				t.Fatalf("events closed while waiting for tray-open=%v; seen %q", open, seen)
-			}
-			seen = append(seen, ev.Name+" "+string(ev.Data))
-			if ev.Name != qmp.EventDeviceTrayMoved {
-				continue
-			}
-			assert.False(t, ev.Time.IsZero(), "%s without a timestamp", ev.Name)
-			var tm qmp.TrayMoved
-			require.NoError(t, ev.DecodeData(&tm))
-			if tm.ID == cdromID && tm.TrayOpen == open {
-				assert.Equal(t, cdromID, tm.Device, "DEVICE_TRAY_MOVED device")
-				return
-			}
-		case <-ctx.Done():
-			t.Fatalf("no DEVICE_TRAY_MOVED tray-open=%v for %s; seen %q", open, cdromID, seen)
+	var tm qmp.TrayMoved
+	waitFor(t, ctx, c, fmt.Sprintf("DEVICE_TRAY_MOVED tray-open=%v for %s", open, cdromID), func(ev qmp.Event) bool {
+		if ev.Name != qmp.EventDeviceTrayMoved {
+			return false
 		}
-	}
+		assert.False(t, ev.Time.IsZero(), "%s without a timestamp", ev.Name)
+		require.NoError(t, ev.DecodeData(&tm))
+		return tm.ID == cdromID && tm.TrayOpen == open
+	})
+	assert.Equal(t, cdromID, tm.Device, "DEVICE_TRAY_MOVED device")
 }
 
 // waitEvent reads events until one named name arrives.
 func waitEvent(t *testing.T, ctx context.Context, c *qmp.Client, name string) qmp.Event {
+	t.Helper()
+	ev := waitFor(t, ctx, c, name+" event", func(ev qmp.Event) bool { return ev.Name == name })
+	assert.False(t, ev.Time.IsZero(), "%s without a timestamp", ev.Name)
+	return ev
+}
+
+// waitFor reads events for up to 5 s until match accepts one, and returns it; what names
+// the awaited event in the failure message.
+func waitFor(t *testing.T, ctx context.Context, c *qmp.Client, what string, match func(qmp.Event) bool) qmp.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -370,15 +365,14 @@ func waitEvent(t *testing.T, ctx context.Context, c *qmp.Client, name string) qm
 		select {
 		case ev, ok := <-c.Events():
 			if !ok {
-				t.Fatalf("events closed while waiting for %s; seen %q", name, seen)
+				t.Fatalf("events closed while waiting for %s; seen %q", what, seen)
 			}
-			if ev.Name == name {
-				assert.False(t, ev.Time.IsZero(), "%s without a timestamp", ev.Name)
+			if match(ev) {
 				return ev
 			}
-			seen = append(seen, ev.Name)
+			seen = append(seen, ev.Name+" "+string(ev.Data))
 		case <-ctx.Done():
-			t.Fatalf("no %s event; seen %q", name, seen)
+			t.Fatalf("no %s; seen %q", what, seen)
 		}
 	}
 }

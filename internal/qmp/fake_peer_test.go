@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // startFake starts the fake QEMU of package qmptest with the drive and the host_device check
@@ -18,7 +19,7 @@ func startFakeWith(tb testing.TB, opts qmptest.Options) string {
 	tb.Helper()
 	srv := qmptest.New(opts)
 	tb.Cleanup(func() { srv.Close() })
-	path := filepath.Join(shortDir(tb), "qmp.sock")
+	path := filepath.Join(testenv.SocketDir(tb), "qmp.sock")
 	if err := srv.Listen(path); err != nil {
 		tb.Fatal(err)
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // greeting72 is the greeting Debian's QEMU 7.2 sends, byte for byte but for the package.
@@ -21,26 +23,12 @@ func greetingFor(v Version) string {
 		v.Micro, v.Minor, v.Major)
 }
 
-// shortDir is a temporary directory whose socket paths fit in sun_path (108 bytes).
-func shortDir(tb testing.TB) string {
-	dir := tb.TempDir()
-	if len(dir) > 80 {
-		d, err := os.MkdirTemp("", "cds")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { os.RemoveAll(d) })
-		dir = d
-	}
-	return dir
-}
-
 // startScript serves one connection on a fresh socket with script, a scripted QMP server, and
 // returns the socket path. A script error fails the test (from the script's goroutine, with
 // t.Errorf); the test waits for the script to end before it finishes.
 func startScript(t *testing.T, script func(p *peer) error) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "qmp.sock")
+	path := filepath.Join(testenv.SocketDir(t), "qmp.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +146,14 @@ func (p *peer) handshake() error {
 	return p.handshakeAs(greeting72)
 }
 
+// handshakeThen is handshake, then expect of the first command.
+func (p *peer) handshakeThen(command string) (req, error) {
+	if err := p.handshake(); err != nil {
+		return req{}, err
+	}
+	return p.expect(command)
+}
+
 func (p *peer) handshakeAs(greeting string) error {
 	if err := p.send(greeting); err != nil {
 		return err
@@ -170,6 +166,19 @@ func (p *peer) handshakeAs(greeting string) error {
 		return fmt.Errorf("qmp_capabilities with arguments %s, want none", r.Arguments)
 	}
 	return p.reply(r, `{}`)
+}
+
+// expectHangUp waits for the client to hang up; a command, or any other error, fails the
+// script.
+func (p *peer) expectHangUp() error {
+	r, err := p.recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("recv() = %v, want EOF: %w", err, errScript)
+	}
+	return fmt.Errorf("got command %s, want the client to hang up: %w", r.raw, errScript)
 }
 
 // closeFDs closes descriptors the fake received.

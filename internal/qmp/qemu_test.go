@@ -1,56 +1,21 @@
 package qmp_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-// qemuInstall is what to run when the real peer is missing.
-const qemuInstall = "qemu-system-x86_64 not found: apt-get install qemu-system-x86"
+	"github.com/cdswap/cdswap/internal/testenv"
+)
 
 // cdromID is the drive libxl creates for vdev hdc (devid 5632), used as both the block
 // backend name and the qdev id, as libxl does.
 const cdromID = "ide-5632"
-
-// shortDir is a temporary directory whose socket paths fit in sun_path (108 bytes).
-func shortDir(tb testing.TB) string {
-	dir := tb.TempDir()
-	if len(dir) > 80 {
-		d, err := os.MkdirTemp("", "cds")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { os.RemoveAll(d) })
-		dir = d
-	}
-	return dir
-}
-
-// lockedBuffer collects QEMU's output for error messages.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startQEMU starts a real QEMU with one empty IDE CD-ROM named like libxl names hdc, and
 // returns the path of its QMP socket. The VM runs (SeaBIOS finds nothing to boot), since
@@ -58,14 +23,8 @@ func (l *lockedBuffer) String() string {
 // under CI=true and is skipped otherwise.
 func startQEMU(tb testing.TB) string {
 	tb.Helper()
-	bin, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(qemuInstall)
-		}
-		tb.Skip(qemuInstall)
-	}
-	sock := filepath.Join(shortDir(tb), "qmp.sock")
+	bin := testenv.RequireQEMU(tb)
+	sock := filepath.Join(testenv.SocketDir(tb), "qmp.sock")
 	args := []string{
 		"-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none",
 		"-accel", "tcg", "-m", "64",
@@ -76,7 +35,7 @@ func startQEMU(tb testing.TB) string {
 		"-qmp", "unix:" + sock + ",server=on,wait=off",
 	}
 	cmd := exec.Command(bin, args...)
-	out := &lockedBuffer{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start %s: %v", bin, err)

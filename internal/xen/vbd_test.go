@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 	"github.com/cdswap/cdswap/internal/xs/xenstored"
 )
@@ -246,12 +247,7 @@ func TestRemoveVBD(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := DestroyVBD(ctx, c, mustNormalize(t, stubVBD)); err != nil {
-				t.Fatal(err)
-			}
-			if err := AddVBD(ctx, c, stubVBD); err != nil {
-				t.Fatal(err)
-			}
+			resetStubVBD(ctx, t, c)
 			mustWrite(t, c, be+"/state", tt.state)
 			if err := RemoveVBD(ctx, c, be); err != nil {
 				t.Fatalf("RemoveVBD = %v", err)
@@ -270,6 +266,17 @@ func TestRemoveVBD(t *testing.T) {
 	}
 	if exists(t, c, "/local/domain/0/backend/vbd/4/51712") {
 		t.Errorf("RemoveVBD of an absent backend created nodes")
+	}
+}
+
+// resetStubVBD destroys stubVBD and adds it again, so that a case starts from a new device.
+func resetStubVBD(ctx context.Context, t *testing.T, c *xs.Client) {
+	t.Helper()
+	if err := DestroyVBD(ctx, c, mustNormalize(t, stubVBD)); err != nil {
+		t.Fatal(err)
+	}
+	if err := AddVBD(ctx, c, stubVBD); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -343,12 +350,7 @@ func TestWaitHotplug(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := DestroyVBD(ctx, c, mustNormalize(t, stubVBD)); err != nil {
-				t.Fatal(err)
-			}
-			if err := AddVBD(ctx, c, stubVBD); err != nil {
-				t.Fatal(err)
-			}
+			resetStubVBD(ctx, t, c)
 			done := make(chan error, 1)
 			go func() { done <- WaitHotplug(ctx, c, be) }()
 			for i := 0; i+1 < len(tt.writes); i += 2 {
@@ -453,13 +455,7 @@ var xenstoreLsLine = regexp.MustCompile(`^(/\S*) = "(.*)"[ .]*\((.*)\)$`)
 // TestAddVBDXenstoreLs reads what AddVBD wrote with Debian's xenstore-ls, the way an
 // operator would look at it, and checks it is the same tree.
 func TestAddVBDXenstoreLs(t *testing.T) {
-	bin, err := exec.LookPath("xenstore-ls")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("xenstore-ls not found: install Debian's xenstore-utils")
-		}
-		t.Skip("xenstore-ls not found: install Debian's xenstore-utils")
-	}
+	bin := testenv.RequireCommand(t, "xenstore-ls", "xenstore-utils")
 	_, sock, c := startXenstored(t)
 	ctx := testCtx(t)
 	if err := AddVBD(ctx, c, stubVBD); err != nil {

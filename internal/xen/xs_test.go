@@ -2,36 +2,25 @@ package xen
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 	"github.com/cdswap/cdswap/internal/xs/xenstored"
 )
 
 // testCtx is a context that ends the test if something hangs.
-func testCtx(t *testing.T) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t *testing.T) context.Context { return testenv.Context(t, 20*time.Second) }
 
 // startXenstored runs the in-memory xenstored on a unix socket and returns it, the
 // socket path and a client connected to it.
 func startXenstored(t *testing.T) (*xenstored.Server, string, *xs.Client) {
 	t.Helper()
-	// t.TempDir can exceed the 108-byte limit of a unix socket path.
-	dir, err := os.MkdirTemp("", "cdsxen")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "xenstored.sock")
+	sock := filepath.Join(testenv.SocketDir(t), "xenstored.sock")
 	srv := xenstored.New(xenstored.Config{})
 	ln, err := xenstored.Listen(sock)
 	if err != nil {

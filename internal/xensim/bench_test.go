@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdswap/cdswap/internal/testenv"
+	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 	"github.com/cdswap/cdswap/internal/xensim/simqemu"
 )
 
@@ -17,10 +19,10 @@ func BenchmarkStart(b *testing.B) {
 		for _, n := range []int{1, 10} {
 			b.Run(fmt.Sprintf("%s/%d", mode, n), func(b *testing.B) {
 				if mode == QEMUReal {
-					needQEMU(b)
-					needLoop(b)
+					testenv.RequireQEMU(b)
+					testenv.Require(b, "read-only loop devices", loopdev.Available())
 				}
-				dir := shortDir(b)
+				dir := testenv.SocketDir(b)
 				var up time.Duration
 				for i := 0; i < b.N; i++ {
 					h, err := Start(testCtx(b), Config{Dir: dir, QEMU: mode, StubdomGuests: (n + 1) / 2, Dom0Guests: n / 2,

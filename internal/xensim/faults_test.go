@@ -10,7 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xensim/simqemu"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -183,36 +185,29 @@ func TestFaultAgainRatio(t *testing.T) {
 }
 
 func TestFaultDropAfter(t *testing.T) {
-	for _, mode := range []string{"fake", "real"} {
-		t.Run(mode, func(t *testing.T) {
-			cfg := Config{QEMU: QEMUFake, Dom0Guests: 1}
-			if mode == "real" {
-				needQEMU(t)
-				cfg.QEMU = QEMUReal
-			}
-			h := startHost(t, cfg)
-			in := domainByKind(t, h, KindDom0)
-			setFault(t, h, in.Name, KnobDropAfter, "query-status")
-			q := dialQMP(t, in.QMPSocket)
-			ctx := testCtx(t)
-			_, err := q.QueryStatus(ctx)
-			require.NoError(t, err, "the reply comes before the drop")
-			select {
-			case <-q.Done():
-			case <-ctx.Done():
-				t.Fatal("the connection did not drop after query-status")
-			}
-			_, err = q.QueryVersion(ctx)
-			require.ErrorIs(t, err, qmp.ErrClosed)
+	forEachQEMU(t, false, func(t *testing.T, mode simqemu.Mode) {
+		h := startHost(t, Config{QEMU: mode, Dom0Guests: 1})
+		in := domainByKind(t, h, KindDom0)
+		setFault(t, h, in.Name, KnobDropAfter, "query-status")
+		q := dialQMP(t, in.QMPSocket)
+		ctx := testCtx(t)
+		_, err := q.QueryStatus(ctx)
+		require.NoError(t, err, "the reply comes before the drop")
+		select {
+		case <-q.Done():
+		case <-ctx.Done():
+			t.Fatal("the connection did not drop after query-status")
+		}
+		_, err = q.QueryVersion(ctx)
+		require.ErrorIs(t, err, qmp.ErrClosed)
 
-			// One shot: a new connection keeps working.
-			q2 := dialQMP(t, in.QMPSocket)
-			_, err = q2.QueryStatus(ctx)
-			require.NoError(t, err)
-			_, err = q2.QueryVersion(ctx)
-			require.NoError(t, err)
-		})
-	}
+		// One shot: a new connection keeps working.
+		q2 := dialQMP(t, in.QMPSocket)
+		_, err = q2.QueryStatus(ctx)
+		require.NoError(t, err)
+		_, err = q2.QueryVersion(ctx)
+		require.NoError(t, err)
+	})
 }
 
 func TestFaultLockTray(t *testing.T) {
@@ -229,7 +224,7 @@ func TestFaultLockTray(t *testing.T) {
 }
 
 func TestFaultLockTrayRealQEMU(t *testing.T) {
-	needQEMU(t)
+	testenv.RequireQEMU(t)
 	h := startHost(t, Config{QEMU: QEMUReal, Dom0Guests: 1, TradGuests: 1})
 	in := domainByKind(t, h, KindDom0)
 	err := h.SetFault(testCtx(t), in.Name, KnobLockTray, "true")
@@ -242,31 +237,24 @@ func TestFaultLockTrayRealQEMU(t *testing.T) {
 }
 
 func TestFaultPaused(t *testing.T) {
-	for _, mode := range []string{"fake", "real"} {
-		t.Run(mode, func(t *testing.T) {
-			cfg := Config{QEMU: QEMUFake, Dom0Guests: 1}
-			if mode == "real" {
-				needQEMU(t)
-				cfg.QEMU = QEMUReal
-			}
-			h := startHost(t, cfg)
-			in := domainByKind(t, h, KindDom0)
-			q := dialQMP(t, in.QMPSocket)
-			ctx := testCtx(t)
-			st, err := q.QueryStatus(ctx)
-			require.NoError(t, err)
-			require.True(t, st.Running, "the guest runs at start")
-			setFault(t, h, in.Name, KnobPaused, "true")
-			st, err = q.QueryStatus(ctx)
-			require.NoError(t, err)
-			assert.False(t, st.Running)
-			assert.Equal(t, "paused", st.Status)
-			setFault(t, h, in.Name, KnobPaused, "false")
-			st, err = q.QueryStatus(ctx)
-			require.NoError(t, err)
-			assert.True(t, st.Running)
-		})
-	}
+	forEachQEMU(t, false, func(t *testing.T, mode simqemu.Mode) {
+		h := startHost(t, Config{QEMU: mode, Dom0Guests: 1})
+		in := domainByKind(t, h, KindDom0)
+		q := dialQMP(t, in.QMPSocket)
+		ctx := testCtx(t)
+		st, err := q.QueryStatus(ctx)
+		require.NoError(t, err)
+		require.True(t, st.Running, "the guest runs at start")
+		setFault(t, h, in.Name, KnobPaused, "true")
+		st, err = q.QueryStatus(ctx)
+		require.NoError(t, err)
+		assert.False(t, st.Running)
+		assert.Equal(t, "paused", st.Status)
+		setFault(t, h, in.Name, KnobPaused, "false")
+		st, err = q.QueryStatus(ctx)
+		require.NoError(t, err)
+		assert.True(t, st.Running)
+	})
 }
 
 // TestFaultsTraditional: QMP knobs do not apply to a guest without QMP.
@@ -345,7 +333,7 @@ func TestControlSocket(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, h.Domains(), doms)
 
-	_, err = NewControl(shortDir(t)).Faults(ctx)
+	_, err = NewControl(testenv.SocketDir(t)).Faults(ctx)
 	require.ErrorIs(t, err, ErrNoHost)
 	assert.False(t, errors.Is(err, ErrRefused))
 }

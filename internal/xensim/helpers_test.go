@@ -4,53 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim/loopdev"
+	"github.com/cdswap/cdswap/internal/xensim/simqemu"
 	"github.com/cdswap/cdswap/internal/xs"
 )
-
-// shortDir is a fresh folder with a short path: unix socket paths must stay below 108
-// bytes, and t.TempDir() can be long.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "xst")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-// testLogger writes the host's log to the test's log, so a failure shows what happened.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
 
 // startHost starts a host in a short folder (unless cfg has one) and closes it at cleanup,
 // failing the test if Close fails.
 func startHost(t testing.TB, cfg Config) *Host {
 	t.Helper()
 	if cfg.Dir == "" {
-		cfg.Dir = shortDir(t)
+		cfg.Dir = testenv.SocketDir(t)
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+		cfg.Logger = testenv.Logger(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -60,43 +36,25 @@ func startHost(t testing.TB, cfg Config) *Host {
 	return h
 }
 
-// needQEMU skips (or, in CI, fails) a test that needs qemu-system-x86_64.
-func needQEMU(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		need(t, "qemu-system-x86_64: install Debian's qemu-system-x86 (make deps)")
+// forEachQEMU runs f as a subtest for the fake QEMU and one for a real qemu-system-x86_64,
+// which ends (a failure under CI) when QEMU is missing or, with loop, when read-only loop
+// devices cannot be made here (a stubdom guest's medium is one).
+func forEachQEMU(t *testing.T, loop bool, f func(t *testing.T, mode simqemu.Mode)) {
+	for _, mode := range []simqemu.Mode{QEMUFake, QEMUReal} {
+		t.Run(string(mode), func(t *testing.T) {
+			if mode == QEMUReal {
+				testenv.RequireQEMU(t)
+				if loop {
+					testenv.Require(t, "read-only loop devices", loopdev.Available())
+				}
+			}
+			f(t, mode)
+		})
 	}
 }
 
-// needLoop skips (or, in CI, fails) a test that needs read-only loop devices.
-func needLoop(t testing.TB) {
-	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		need(t, "read-only loop devices ("+err.Error()+"): run the tests as root")
-	}
-}
-
-// needTool skips (or, in CI, fails) a test that needs a program in $PATH.
-func needTool(t testing.TB, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		need(t, name+": install Debian's "+pkg+" (make deps)")
-	}
-}
-
-func need(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs %s", what)
-	}
-	t.Skipf("this test needs %s", what)
-}
-
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+// testCtx is the deadline of one step of a test: generous, so that only a hang trips it.
+func testCtx(t testing.TB) context.Context { return testenv.Context(t, time.Minute) }
 
 func dialXS(t testing.TB, h *Host) *xs.Client {
 	t.Helper()
@@ -192,24 +150,6 @@ func hasLine(text, line string) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a strings.Builder safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitState waits until the backend's state is between lo and hi.

@@ -17,8 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
+	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 )
 
 func TestStartBadConfig(t *testing.T) {
@@ -54,7 +56,7 @@ func TestStartBadConfig(t *testing.T) {
 }
 
 func TestStartUnwritableDir(t *testing.T) {
-	file := filepath.Join(shortDir(t), "file")
+	file := filepath.Join(testenv.SocketDir(t), "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	_, err := Start(context.Background(), Config{Dir: filepath.Join(file, "host"), QEMU: QEMUFake})
 	require.ErrorIs(t, err, ErrBadConfig)
@@ -62,7 +64,7 @@ func TestStartUnwritableDir(t *testing.T) {
 }
 
 func TestStartMissingMedium(t *testing.T) {
-	_, err := Start(context.Background(), Config{Dir: shortDir(t), QEMU: QEMUFake,
+	_, err := Start(context.Background(), Config{Dir: testenv.SocketDir(t), QEMU: QEMUFake,
 		Domains: []DomainSpec{{Name: "a", InitialMedium: "nosuch.iso"}}})
 	require.ErrorIs(t, err, ErrBadConfig)
 	assert.Contains(t, err.Error(), `initial medium "nosuch.iso" of domain a`)
@@ -271,7 +273,7 @@ func TestSecondHostOnSameDir(t *testing.T) {
 // TestDirReusable: Close leaves the folder so that a new host starts on it, and removes the
 // sockets.
 func TestDirReusable(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	for i := 0; i < 2; i++ {
 		h, err := Start(testCtx(t), Config{Dir: dir, QEMU: QEMUFake, Domains: []DomainSpec{{Name: fmt.Sprint("g", i)}}})
 		require.NoError(t, err, "start %d", i)
@@ -287,7 +289,7 @@ func TestDirReusable(t *testing.T) {
 
 // TestXenstoreLs points Debian's xenstore-ls at the host, as a user would.
 func TestXenstoreLs(t *testing.T) {
-	needTool(t, "xenstore-ls", "xenstore-utils")
+	testenv.RequireCommand(t, "xenstore-ls", "xenstore-utils")
 	h := startHost(t, Config{QEMU: QEMUFake})
 	cmd := exec.CommandContext(testCtx(t), "xenstore-ls", "-f")
 	cmd.Env = append(os.Environ(), h.Env()...)
@@ -322,8 +324,8 @@ func TestXenstoreLs(t *testing.T) {
 // TestRealQEMUBoot: with real QEMU, a stubdom guest's drive holds the stub domain's block
 // device (a read-only loop device) as host_device, and a dom0 guest's the image as raw.
 func TestRealQEMUBoot(t *testing.T) {
-	needQEMU(t)
-	needLoop(t)
+	testenv.RequireQEMU(t)
+	testenv.Require(t, "read-only loop devices", loopdev.Available())
 	h := startHost(t, Config{QEMU: QEMUReal, StubdomGuests: 1, Dom0Guests: 1})
 	x := dialXS(t, h)
 	stub := domainByKind(t, h, KindStubdom)
@@ -358,11 +360,11 @@ func TestRealQEMUBoot(t *testing.T) {
 // (the job's format=host_device needs a block device), so it gets the fake, and the host
 // says why; a dom0 guest keeps its real QEMU.
 func TestNoLoopDevicesFallBack(t *testing.T) {
-	needQEMU(t)
+	testenv.RequireQEMU(t)
 	old := loopAvailable
 	loopAvailable = func() error { return errors.New("not root (test)") }
 	t.Cleanup(func() { loopAvailable = old })
-	var logs syncBuffer
+	var logs testenv.Buffer
 	h := startHost(t, Config{QEMU: QEMUReal, StubdomGuests: 1, Dom0Guests: 1,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	assert.Equal(t, "fake", domainByKind(t, h, KindStubdom).QEMU)

@@ -19,36 +19,30 @@ import (
 // before the job can see it. libxl is safe because it holds one QMP connection from the
 // eject to blockdev-change-medium; the job must do the same (or be ready to re-attach).
 func TestStubFdsetNeedsAConnectedMonitor(t *testing.T) {
-	for _, mode := range []simqemu.Mode{QEMUFake, QEMUReal} {
-		t.Run(string(mode), func(t *testing.T) {
-			if mode == QEMUReal {
-				needQEMU(t)
-				needLoop(t)
-			}
-			h := startHost(t, Config{QEMU: mode, StubdomGuests: 1, AgentDelay: agentDelay})
-			x := dialXS(t, h)
-			in := domainByKind(t, h, KindStubdom)
-			ctx := testCtx(t)
+	forEachQEMU(t, true, func(t *testing.T, mode simqemu.Mode) {
+		h := startHost(t, Config{QEMU: mode, StubdomGuests: 1, AgentDelay: agentDelay})
+		x := dialXS(t, h)
+		in := domainByKind(t, h, KindStubdom)
+		ctx := testCtx(t)
 
-			q := dialQMP(t, in.QMPSocket)
-			detach(t, x, q, in)
-			require.NoError(t, q.Close()) // no client left while the agent adds its fd
-			require.NoError(t, attach(t, x, in, in.Medium))
-			require.NoError(t, xen.WaitBackendState(ctx, x, in.BackendPath, xen.StateConnected))
-			time.Sleep(10 * agentDelay)
+		q := dialQMP(t, in.QMPSocket)
+		detach(t, x, q, in)
+		require.NoError(t, q.Close()) // no client left while the agent adds its fd
+		require.NoError(t, attach(t, x, in, in.Medium))
+		require.NoError(t, xen.WaitBackendState(ctx, x, in.BackendPath, xen.StateConnected))
+		time.Sleep(10 * agentDelay)
 
-			q = dialQMP(t, in.QMPSocket)
-			sets, err := stubSets(ctx, q, in.DevID)
-			require.NoError(t, err)
-			assert.Empty(t, sets, "the stub domain's fd survived with no QMP client connected")
+		q = dialQMP(t, in.QMPSocket)
+		sets, err := stubSets(ctx, q, in.DevID)
+		require.NoError(t, err)
+		assert.Empty(t, sets, "the stub domain's fd survived with no QMP client connected")
 
-			// Held open, as libxl holds it, the set stays.
-			detach(t, x, q, in)
-			require.NoError(t, attach(t, x, in, in.Medium))
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			_, err = waitNewStubSet(wctx, q, in.DevID, nil)
-			require.NoError(t, err)
-		})
-	}
+		// Held open, as libxl holds it, the set stays.
+		detach(t, x, q, in)
+		require.NoError(t, attach(t, x, in, in.Medium))
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err = waitNewStubSet(wctx, q, in.DevID, nil)
+		require.NoError(t, err)
+	})
 }

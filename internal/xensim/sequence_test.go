@@ -195,59 +195,52 @@ func dom0Change(t *testing.T, x *xs.Client, q *qmp.Client, in DomainInfo, medium
 }
 
 func TestLibxlSequence(t *testing.T) {
-	for _, mode := range []string{"fake", "real"} {
-		t.Run(mode, func(t *testing.T) {
-			if mode == "real" {
-				needQEMU(t)
-				needLoop(t)
-			}
-			h := startHost(t, Config{QEMU: map[string]simqemu.Mode{"fake": QEMUFake, "real": QEMUReal}[mode],
-				StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1, AgentDelay: 20 * time.Millisecond})
-			x := dialXS(t, h)
-			tools := filepath.Join(h.ISODir(), ISOTools)
-			rescue := filepath.Join(h.ISODir(), ISORescue)
+	forEachQEMU(t, true, func(t *testing.T, mode simqemu.Mode) {
+		h := startHost(t, Config{QEMU: mode, StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1, AgentDelay: 20 * time.Millisecond})
+		x := dialXS(t, h)
+		tools := filepath.Join(h.ISODir(), ISOTools)
+		rescue := filepath.Join(h.ISODir(), ISORescue)
 
-			t.Run("stubdom", func(t *testing.T) {
-				in := domainByKind(t, h, KindStubdom)
-				require.Equal(t, mode, in.QEMU)
-				q := dialQMP(t, in.QMPSocket)
-				// The guest boots with debian-netinst from its command line (no fdset).
-				require.NotNil(t, cdrom(t, q, in.DevID).Inserted)
-				stubdomChange(t, x, q, in, tools)
-				stubdomChange(t, x, q, in, rescue) // this time the old medium came by fdset
-				stubdomChange(t, x, q, in, "")     // cd-eject
-				stubdomChange(t, x, q, in, tools)  // and in again from an empty drive
-				if mode == "real" {
-					// The stub domain's /dev/xvdc is a read-only loop device over the image.
-					dev := read(t, x, in.BackendPath+"/physical-device-path")
-					assert.Regexp(t, `^/dev/loop[0-9]+$`, dev)
-					assert.Regexp(t, `^7:[0-9a-f]+$`, read(t, x, in.BackendPath+"/physical-device"))
-				}
-			})
-			t.Run("traditional", func(t *testing.T) {
-				// libxl 4.20 changes a qemu-xen-traditional cdrom through xenstore only
-				// (facts §1.9); cdswap refuses it. There is no QMP socket to talk to.
-				in := domainByKind(t, h, KindTraditional)
-				assert.Equal(t, "qemu_xen_traditional", read(t, x, xen.DMVersionPath(in.DomID)))
-				_, err := os.Stat(xen.QMPSocketPath(h.RunDir(), in.DomID))
-				require.ErrorIs(t, err, os.ErrNotExist)
-				ctx := testCtx(t)
-				require.NoError(t, record(ctx, x, in.BackendPath, in.LibxlPath, xen.TypePhy, ""))
-				require.NoError(t, record(ctx, x, in.BackendPath, in.LibxlPath, xen.TypePhy, tools))
-				got, err := xen.ReadVBD(ctx, x, in.DomID, in.DevID)
-				require.NoError(t, err)
-				assert.Equal(t, tools, got.Params)
-			})
-			t.Run("dom0", func(t *testing.T) {
-				in := domainByKind(t, h, KindDom0)
-				require.Equal(t, mode, in.QEMU)
-				q := dialQMP(t, in.QMPSocket)
-				dom0Change(t, x, q, in, tools)
-				dom0Change(t, x, q, in, "")
-				dom0Change(t, x, q, in, rescue)
-			})
+		t.Run("stubdom", func(t *testing.T) {
+			in := domainByKind(t, h, KindStubdom)
+			require.Equal(t, string(mode), in.QEMU)
+			q := dialQMP(t, in.QMPSocket)
+			// The guest boots with debian-netinst from its command line (no fdset).
+			require.NotNil(t, cdrom(t, q, in.DevID).Inserted)
+			stubdomChange(t, x, q, in, tools)
+			stubdomChange(t, x, q, in, rescue) // this time the old medium came by fdset
+			stubdomChange(t, x, q, in, "")     // cd-eject
+			stubdomChange(t, x, q, in, tools)  // and in again from an empty drive
+			if mode == QEMUReal {
+				// The stub domain's /dev/xvdc is a read-only loop device over the image.
+				dev := read(t, x, in.BackendPath+"/physical-device-path")
+				assert.Regexp(t, `^/dev/loop[0-9]+$`, dev)
+				assert.Regexp(t, `^7:[0-9a-f]+$`, read(t, x, in.BackendPath+"/physical-device"))
+			}
 		})
-	}
+		t.Run("traditional", func(t *testing.T) {
+			// libxl 4.20 changes a qemu-xen-traditional cdrom through xenstore only
+			// (facts §1.9); cdswap refuses it. There is no QMP socket to talk to.
+			in := domainByKind(t, h, KindTraditional)
+			assert.Equal(t, "qemu_xen_traditional", read(t, x, xen.DMVersionPath(in.DomID)))
+			_, err := os.Stat(xen.QMPSocketPath(h.RunDir(), in.DomID))
+			require.ErrorIs(t, err, os.ErrNotExist)
+			ctx := testCtx(t)
+			require.NoError(t, record(ctx, x, in.BackendPath, in.LibxlPath, xen.TypePhy, ""))
+			require.NoError(t, record(ctx, x, in.BackendPath, in.LibxlPath, xen.TypePhy, tools))
+			got, err := xen.ReadVBD(ctx, x, in.DomID, in.DevID)
+			require.NoError(t, err)
+			assert.Equal(t, tools, got.Params)
+		})
+		t.Run("dom0", func(t *testing.T) {
+			in := domainByKind(t, h, KindDom0)
+			require.Equal(t, string(mode), in.QEMU)
+			q := dialQMP(t, in.QMPSocket)
+			dom0Change(t, x, q, in, tools)
+			dom0Change(t, x, q, in, "")
+			dom0Change(t, x, q, in, rescue)
+		})
+	})
 }
 
 // TestDetachRefusedWhileOpen shows blkback refusing to close the stub domain's vbd while

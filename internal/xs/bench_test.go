@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -93,7 +94,7 @@ func BenchmarkReadOneShotClient(b *testing.B) {
 // BenchmarkReadXenstoreReadCmd runs Debian's xenstore-read (C libxenstore) against the same
 // server, one process per read: what a shell script driving xenstore-utils pays.
 func BenchmarkReadXenstoreReadCmd(b *testing.B) {
-	read := needTool(b, "xenstore-read")
+	read := testenv.RequireCommand(b, "xenstore-read", "xenstore-utils")
 	path := benchServer(b)
 	env := append(os.Environ(), "XENSTORED_PATH="+path)
 	for b.Loop() {

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 	"github.com/cdswap/cdswap/internal/xs/xenstored"
 )
@@ -26,7 +27,7 @@ import (
 // startServer runs an in-memory xenstored on a temporary socket and returns it with the path.
 func startServer(t testing.TB) (*xenstored.Server, string) {
 	t.Helper()
-	path := filepath.Join(sockDir(t), "xenstored.sock")
+	path := filepath.Join(testenv.SocketDir(t), "xenstored.sock")
 	ln, err := xenstored.Listen(path)
 	require.NoError(t, err)
 	srv := xenstored.New(xenstored.Config{})
@@ -383,26 +384,11 @@ func TestClientConcurrentMixedOps(t *testing.T) {
 	}
 }
 
-// needTool finds a real peer binary; on CI its absence is a failure.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s not found: install Debian's xenstore-utils (apt-get install xenstore-utils)", name)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // TestClientWithXenstoreUtils checks interoperation with Debian's C libxenstore, through
 // xenstore-write and xenstore-read on the same server.
 func TestClientWithXenstoreUtils(t *testing.T) {
-	read := needTool(t, "xenstore-read")
-	write := needTool(t, "xenstore-write")
+	read := testenv.RequireCommand(t, "xenstore-read", "xenstore-utils")
+	write := testenv.RequireCommand(t, "xenstore-write", "xenstore-utils")
 	c, _, path := newClient(t)
 	ctx := testCtx(t)
 	env := append(os.Environ(), "XENSTORED_PATH="+path)

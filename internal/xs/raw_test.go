@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -28,19 +29,6 @@ import (
 
 // testTimeout bounds every test here, so that a bug hangs nothing.
 const testTimeout = 20 * time.Second
-
-// sockDir returns a short temporary directory for unix sockets (sun_path is 108 bytes).
-func sockDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if len(dir) > 80 {
-		var err error
-		dir, err = os.MkdirTemp("", "cds")
-		require.NoError(t, err)
-		t.Cleanup(func() { os.RemoveAll(dir) })
-	}
-	return dir
-}
 
 // peer is the server's end of one connection.
 type peer struct {
@@ -96,11 +84,20 @@ func (p peer) expect(op xs.Op) (xs.Msg, error) {
 	return m, nil
 }
 
+// ack reads one request, checks its type and answers OK.
+func (p peer) ack(op xs.Op) error {
+	m, err := p.expect(op)
+	if err != nil {
+		return err
+	}
+	return p.reply(m, []byte("OK\x00"))
+}
+
 // scripted starts a unix socket server that runs script on its first connection and
 // returns the socket path and a function that waits for the script's result.
 func scripted(t *testing.T, script func(p peer) error) (string, func() error) {
 	t.Helper()
-	path := filepath.Join(sockDir(t), "xs.sock")
+	path := filepath.Join(testenv.SocketDir(t), "xs.sock")
 	ln, err := net.Listen("unix", path)
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -136,11 +133,8 @@ func dial(t *testing.T, path string) *xs.Client {
 	return c
 }
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
+// testCtx ends with the test, or after testTimeout.
+func testCtx(t *testing.T) context.Context { return testenv.Context(t, testTimeout) }
 
 func TestRawRepliesOutOfOrderReachTheirCallers(t *testing.T) {
 	const n = 8
@@ -466,11 +460,7 @@ func TestRawWatchEventBeforeReplyAndDropOldest(t *testing.T) {
 		if err := p.reply(m, []byte("OK\x00")); err != nil {
 			return err
 		}
-		m, err = p.expect(xs.OpUnwatch)
-		if err != nil {
-			return err
-		}
-		if err := p.reply(m, []byte("OK\x00")); err != nil {
+		if err := p.ack(xs.OpUnwatch); err != nil {
 			return err
 		}
 		return p.waitHangup()
@@ -507,11 +497,7 @@ func TestRawWatchEventBeforeReplyAndDropOldest(t *testing.T) {
 func TestRawCloseFailsPendingAndClosesWatches(t *testing.T) {
 	got := make(chan struct{})
 	path, wait := scripted(t, func(p peer) error {
-		m, err := p.expect(xs.OpWatch)
-		if err != nil {
-			return err
-		}
-		if err := p.reply(m, []byte("OK\x00")); err != nil {
+		if err := p.ack(xs.OpWatch); err != nil {
 			return err
 		}
 		if _, err := p.expect(xs.OpRead); err != nil {
@@ -545,11 +531,7 @@ func TestRawCloseFailsPendingAndClosesWatches(t *testing.T) {
 
 func TestRawDuplicateToken(t *testing.T) {
 	path, wait := scripted(t, func(p peer) error {
-		m, err := p.expect(xs.OpWatch)
-		if err != nil {
-			return err
-		}
-		if err := p.reply(m, []byte("OK\x00")); err != nil {
+		if err := p.ack(xs.OpWatch); err != nil {
 			return err
 		}
 		return p.waitHangup()
@@ -720,13 +702,13 @@ func TestRawMalformedTransactionID(t *testing.T) {
 
 func TestDialErrors(t *testing.T) {
 	ctx := testCtx(t)
-	missing := filepath.Join(sockDir(t), "nothing-here")
+	missing := filepath.Join(testenv.SocketDir(t), "nothing-here")
 	_, err := xs.Dial(ctx, missing)
 	require.ErrorIs(t, err, fs.ErrNotExist)
 	assert.Contains(t, err.Error(), "XENSTORED_PATH", "the error says how to point elsewhere")
 
 	// A socket nobody listens on.
-	path := filepath.Join(sockDir(t), "dead.sock")
+	path := filepath.Join(testenv.SocketDir(t), "dead.sock")
 	ln, err := net.Listen("unix", path)
 	require.NoError(t, err)
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)

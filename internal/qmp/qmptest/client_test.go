@@ -21,10 +21,7 @@ import (
 func TestWithClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "qmpc")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	iso := filepath.Join(dir, "new.iso")
+	iso := filepath.Join(t.TempDir(), "new.iso")
 	require.NoError(t, os.WriteFile(iso, make([]byte, 4096), 0o644))
 
 	s, path := qmptest.Start(t, qmptest.Options{})

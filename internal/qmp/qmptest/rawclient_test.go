@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // rawClient is a deliberately small QMP client for these tests: it writes raw text (with an
@@ -31,11 +33,7 @@ type rawClient struct {
 }
 
 // testCtx is the deadline of one test: generous, so that only a hang trips it.
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testCtx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }
 
 // dialRaw connects and reads the greeting, without negotiating.
 func dialRaw(ctx context.Context, t testing.TB, path string) (*rawClient, string) {
@@ -247,17 +245,6 @@ func trayMoves(evs []map[string]any, id string) []bool {
 		out = append(out, data["tray-open"].(bool))
 	}
 	return out
-}
-
-// shortDir is a temporary directory with a path short enough for unix sockets.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "qmpt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // writeImage creates a raw image of size bytes and returns its path.

@@ -13,25 +13,12 @@ import (
 	"time"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // The tests in this file run one script against the real QEMU and against the fake, and
 // want the same bytes back, once timestamps, node names and descriptor numbers are
 // normalised.
-
-// qemuBinary finds qemu-system-x86_64, or skips (fails when CI=true).
-func qemuBinary(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		msg := "qemu-system-x86_64 not found: install Debian's qemu-system-x86 package to compare the fake with the real QEMU"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
 
 // startQEMU starts QEMU as libxl would for a guest with hdc: an empty read-only ide-cd
 // "ide-5632" on ide.1 unit 0, plus one QMP monitor per socket; bootDisk, when set, is an IDE
@@ -48,7 +35,7 @@ func startQEMU(ctx context.Context, t *testing.T, bootDisk string, socks ...stri
 	for _, s := range socks {
 		args = append(args, "-qmp", "unix:"+s+",server=on,wait=off")
 	}
-	cmd := exec.Command(qemuBinary(t), args...)
+	cmd := exec.Command(testenv.RequireQEMU(t), args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -145,10 +132,10 @@ func (p *player) exec(mon int, text string) { p.t.Helper(); p.send(mon, text, ni
 
 // TestAgainstQEMU plays the medium change and fd set life cycle on both and compares.
 func TestAgainstQEMU(t *testing.T) {
-	qemuBinary(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	a := writeImage(t, dir, "a.iso", 1<<20)
 	b := writeImage(t, dir, "b.iso", 2<<20)
 
@@ -250,10 +237,10 @@ func TestAgainstQEMU(t *testing.T) {
 // TestAgainstQEMULockedTray boots a guest that locks the tray (testdata/lockguest) and
 // compares the refusals and the forced eject with the fake's LockTray.
 func TestAgainstQEMULockedTray(t *testing.T) {
-	qemuBinary(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	a := writeImage(t, dir, "a.iso", 1<<20)
 	b := writeImage(t, dir, "b.iso", 1<<20)
 	boot, err := os.ReadFile("testdata/lockguest/boot.bin")

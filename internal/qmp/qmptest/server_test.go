@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // addFDInfo is add-fd's reply.
@@ -34,22 +35,24 @@ func addFD(t *testing.T, c *rawClient, f *os.File, args map[string]any) addFDInf
 	return info
 }
 
+// query runs command, which takes no arguments, and decodes its return value.
+func query[T any](t *testing.T, c *rawClient, command string) T {
+	t.Helper()
+	r := c.exec(command, nil)
+	require.Nil(t, r.Error, r.Line)
+	var v T
+	require.NoError(t, json.Unmarshal(r.Return, &v))
+	return v
+}
+
 func queryFdsets(t *testing.T, c *rawClient) []qmp.FdsetInfo {
 	t.Helper()
-	r := c.exec("query-fdsets", nil)
-	require.Nil(t, r.Error, r.Line)
-	var sets []qmp.FdsetInfo
-	require.NoError(t, json.Unmarshal(r.Return, &sets))
-	return sets
+	return query[[]qmp.FdsetInfo](t, c, "query-fdsets")
 }
 
 func queryBlock(t *testing.T, c *rawClient) []qmp.BlockInfo {
 	t.Helper()
-	r := c.exec("query-block", nil)
-	require.Nil(t, r.Error, r.Line)
-	var bi []qmp.BlockInfo
-	require.NoError(t, json.Unmarshal(r.Return, &bi))
-	return bi
+	return query[[]qmp.BlockInfo](t, c, "query-block")
 }
 
 func wantOK(t *testing.T, r reply) {
@@ -68,7 +71,7 @@ func wantErr(t *testing.T, r reply, class, desc string) {
 // stubdom agent publishes /dev/xvdc in an fd set on its own monitor, cdswap (on libxl's
 // monitor) puts it in with host_device, and later swaps it for a new one.
 func TestMediumChangeSequence(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	oldISO := writeImage(t, dir, "old.iso", 1<<20)
 	newISO := writeImage(t, dir, "new.iso", 2<<20)
 	s := New(Options{})
@@ -129,7 +132,7 @@ func TestMediumChangeSequence(t *testing.T) {
 
 // TestMonitorsShareFdsets: what one monitor adds, the other lists and removes.
 func TestMonitorsShareFdsets(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s := New(Options{})
 	t.Cleanup(func() { s.Close() })
@@ -159,7 +162,7 @@ func TestMonitorsShareFdsets(t *testing.T) {
 
 // TestAddFD covers the descriptor bookkeeping of add-fd.
 func TestAddFD(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s, path := Start(t, Options{})
 	c := negotiate(testCtx(t), t, path)
@@ -196,7 +199,7 @@ func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
 // TestFdsetAccessMode: /dev/fdset/N dups only a member whose access mode matches the
 // drive's (monitor_fdset_dup_fd_add), O_RDONLY for a readonly=on cdrom.
 func TestFdsetAccessMode(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s, path := Start(t, Options{})
 	c := negotiate(testCtx(t), t, path)
@@ -225,7 +228,7 @@ func TestFdsetAccessMode(t *testing.T) {
 
 // TestFdsetLifetime checks QEMU 7.2's rules for when remove-fd really closes a member.
 func TestFdsetLifetime(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	other := writeImage(t, dir, "b.iso", 4096)
 	s, path := Start(t, Options{})
@@ -281,7 +284,7 @@ func TestFdsetDisconnect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := shortDir(t)
+			dir := testenv.SocketDir(t)
 			iso := writeImage(t, dir, "a.iso", 4096)
 			inUse := writeImage(t, dir, "b.iso", 4096)
 			s, path := Start(t, tt.opts)
@@ -311,7 +314,7 @@ func TestFdsetDisconnect(t *testing.T) {
 
 // TestFdsetRemove91 checks QEMU ≥ 9.1's remove-fd, which closes at once even while paused.
 func TestFdsetRemove91(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s, path := Start(t, Options{Version: qmp.Version{Major: 9, Minor: 2}, Paused: true})
 	c := negotiate(testCtx(t), t, path)
@@ -324,7 +327,7 @@ func TestFdsetRemove91(t *testing.T) {
 // TestLockedTray covers a guest-locked tray: refused without force, the simulated guest
 // opening it later, and force.
 func TestLockedTray(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	oldISO := writeImage(t, dir, "old.iso", 4096)
 	newISO := writeImage(t, dir, "new.iso", 4096)
 	const locked = "Device 'ide-5632' is locked and force was not specified, wait for tray to open and try again"
@@ -378,7 +381,7 @@ func TestLockedTray(t *testing.T) {
 
 // TestFaults covers FailNext, DropAfter, DropBeforeReply and SetRunning.
 func TestFaults(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s, path := Start(t, Options{})
 	ctx := testCtx(t)
@@ -428,7 +431,7 @@ func TestFaults(t *testing.T) {
 // TestDelay: a delayed command holds up its own connection only, and Close does not wait
 // for it.
 func TestDelay(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	s := New(Options{})
 	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
 	require.NoError(t, s.Listen(a))
@@ -474,7 +477,7 @@ func TestOneConnectionPerMonitor(t *testing.T) {
 // it held is closed, even with clients connected, a delayed command and a pending guest.
 func TestCloseLeavesNothing(t *testing.T) {
 	before := runtime.NumGoroutine()
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s := New(Options{GuestUnlocksOnEject: time.Hour, CDROMs: []string{"ide-5632", "ide-5696"}})
 	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
@@ -517,7 +520,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 
 // TestListen covers Listen's checks.
 func TestListen(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	s := New(Options{})
 	t.Cleanup(func() { s.Close() })
 	p := filepath.Join(dir, "q.sock")
@@ -537,7 +540,7 @@ func TestListen(t *testing.T) {
 
 // TestOptions covers drives and versions.
 func TestOptions(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s, path := Start(t, Options{CDROMs: []string{"ide-5632", "ide-5632", "", "ide-5696"},
 		Version: qmp.Version{Major: 2, Minor: 6, Micro: 0, Package: "old"}})
@@ -564,7 +567,7 @@ func TestOptions(t *testing.T) {
 
 // TestStrictHostDevice: host_device on a regular file passes unless StrictHostDevice.
 func TestStrictHostDevice(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	for _, strict := range []bool{false, true} {
 		s, path := Start(t, Options{StrictHostDevice: strict})
@@ -585,7 +588,7 @@ func TestStrictHostDevice(t *testing.T) {
 // TestConcurrentUse runs clients on two monitors while the test reconfigures the fake and
 // reads its state, for the race detector.
 func TestConcurrentUse(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 4096)
 	s := New(Options{GuestUnlocksOnEject: time.Microsecond})
 	t.Cleanup(func() { s.Close() })

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // debian72 is the version of the QEMU the transcripts below were recorded from
@@ -18,7 +19,7 @@ var debian72 = qmp.Version{Major: 7, Minor: 2, Micro: 22, Package: "Debian 1:7.2
 // wants the fake's bytes to be identical. {dir} stands for a temporary directory holding
 // a.iso (a 1 MiB raw image).
 func TestTranscript(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	writeImage(t, dir, "a.iso", 1<<20)
 	_, path := Start(t, Options{Version: debian72, StrictHostDevice: true})
 	ctx := testCtx(t)
@@ -225,7 +226,7 @@ func TestTranscript(t *testing.T) {
 // TestTranscriptMedium checks the byte shape of a successful change, its events and
 // query-block's "inserted", against QEMU 7.2's (node name aside).
 func TestTranscriptMedium(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	iso := writeImage(t, dir, "a.iso", 1<<20)
 	_, path := Start(t, Options{Version: debian72})
 	c := negotiate(testCtx(t), t, path)
@@ -278,7 +279,7 @@ func TestTranscriptMedium(t *testing.T) {
 // TestTranscriptQcow2 checks qcow2 probing and the qcow2 image info shape, using a header
 // that qemu-img 7.2 writes for "qemu-img create -f qcow2 c.qcow2 4M".
 func TestTranscriptQcow2(t *testing.T) {
-	dir := shortDir(t)
+	dir := testenv.SocketDir(t)
 	p := filepath.Join(dir, "c.qcow2")
 	if err := os.WriteFile(p, qcow2Header(4<<20), 0o644); err != nil {
 		t.Fatal(err)

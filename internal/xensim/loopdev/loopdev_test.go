@@ -14,19 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-)
 
-// requireLoop skips the test when loop devices cannot be made here, except in CI, which runs
-// as root and must exercise them.
-func requireLoop(t *testing.T) {
-	t.Helper()
-	if err := Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Available() = %v; CI runs as root and needs loop devices (util-linux losetup, /dev/loop-control)", err)
-		}
-		t.Skipf("loop devices unavailable: %v", err)
-	}
-}
+	"github.com/cdswap/cdswap/internal/testenv"
+)
 
 // attach attaches file and detaches it when the test ends, so no test leaks a loop device.
 func attach(ctx context.Context, t *testing.T, file string) string {
@@ -44,7 +34,7 @@ func attach(ctx context.Context, t *testing.T, file string) string {
 }
 
 func TestAttachReadOnly(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, "read-only loop devices", Available())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	want := make([]byte, 3*4096+512) // not a multiple of the page size: the device rounds down to 512
@@ -83,7 +73,7 @@ func TestAttachReadOnly(t *testing.T) {
 }
 
 func TestDetach(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, "read-only loop devices", Available())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	file := filepath.Join(t.TempDir(), "empty-cdrom.1")
@@ -105,7 +95,7 @@ func TestDetach(t *testing.T) {
 }
 
 func TestAttachMissingFile(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, "read-only loop devices", Available())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dev, err := AttachReadOnly(ctx, filepath.Join(t.TempDir(), "missing.iso"))
@@ -131,7 +121,7 @@ func TestAvailable(t *testing.T) {
 	err := Available()
 	if err != nil {
 		assert.True(t, errors.Is(err, ErrUnavailable), "Available() = %v, want an error wrapping ErrUnavailable", err)
-		if os.Getenv("CI") == "true" {
+		if testenv.InCI() {
 			t.Fatalf("Available() = %v; CI runs as root and needs loop devices", err)
 		}
 		return

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/internal/testenv"
 )
 
 // Run with, for example:
@@ -41,7 +43,7 @@ func counts(b *testing.B) []int {
 
 func benchModes(b *testing.B) []Mode {
 	modes := []Mode{ModeFake}
-	if os.Getenv("CI") == "true" || hasQEMU() {
+	if testenv.InCI() || hasQEMU() {
 		modes = append([]Mode{ModeReal}, modes...)
 	} else {
 		b.Logf("%s not installed: real QEMUs not measured", DefaultBinary)
@@ -53,7 +55,7 @@ func benchModes(b *testing.B) []Mode {
 // returns them with each one's Start latency.
 func startMany(ctx context.Context, b *testing.B, mode Mode, n int) ([]*QEMU, []time.Duration) {
 	b.Helper()
-	dir := socketDir(b)
+	dir := testenv.SocketDir(b)
 	qs := make([]*QEMU, n)
 	lat := make([]time.Duration, n)
 	errs := make([]error, n)
@@ -98,6 +100,21 @@ func stopAll(b *testing.B, qs []*QEMU) {
 	}
 }
 
+// benchEach runs f as a sub-benchmark "<mode>/n=<n>" for every mode and count; a real one
+// ends (a failure under CI) when QEMU is missing.
+func benchEach(b *testing.B, f func(b *testing.B, mode Mode, n int)) {
+	for _, mode := range benchModes(b) {
+		for _, n := range counts(b) {
+			b.Run(fmt.Sprintf("%s/n=%d", mode, n), func(b *testing.B) {
+				if mode == ModeReal {
+					testenv.RequireQEMU(b)
+				}
+				f(b, mode, n)
+			})
+		}
+	}
+}
+
 func hasQEMU() bool {
 	_, err := exec.LookPath(DefaultBinary)
 	return err == nil
@@ -106,30 +123,23 @@ func hasQEMU() bool {
 // BenchmarkStartQEMU measures how long n QEMUs take to start until every monitor answers,
 // n at once with bounded concurrency. ns/op is the wall time for all n.
 func BenchmarkStartQEMU(b *testing.B) {
-	for _, mode := range benchModes(b) {
-		for _, n := range counts(b) {
-			b.Run(fmt.Sprintf("%s/n=%d", mode, n), func(b *testing.B) {
-				if mode == ModeReal {
-					requireQEMU(b)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-				defer cancel()
-				var sum, worst time.Duration
-				for i := 0; i < b.N; i++ {
-					qs, lat := startMany(ctx, b, mode, n)
-					b.StopTimer()
-					for _, l := range lat {
-						sum += l
-						worst = max(worst, l)
-					}
-					stopAll(b, qs)
-					b.StartTimer()
-				}
-				b.ReportMetric(float64(sum.Microseconds())/1000/float64(b.N*n), "ms-start/qemu")
-				b.ReportMetric(float64(worst.Microseconds())/1000, "ms-start-max")
-			})
+	benchEach(b, func(b *testing.B, mode Mode, n int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		var sum, worst time.Duration
+		for i := 0; i < b.N; i++ {
+			qs, lat := startMany(ctx, b, mode, n)
+			b.StopTimer()
+			for _, l := range lat {
+				sum += l
+				worst = max(worst, l)
+			}
+			stopAll(b, qs)
+			b.StartTimer()
 		}
-	}
+		b.ReportMetric(float64(sum.Microseconds())/1000/float64(b.N*n), "ms-start/qemu")
+		b.ReportMetric(float64(worst.Microseconds())/1000, "ms-start-max")
+	})
 }
 
 // BenchmarkIdleQEMU starts n QEMUs, lets them settle, and reports what an idle one costs:
@@ -137,51 +147,44 @@ func BenchmarkStartQEMU(b *testing.B) {
 // period, and what it costs this process (the proxies, or the whole fake). One iteration
 // takes settle + idle; run it with -benchtime 1x.
 func BenchmarkIdleQEMU(b *testing.B) {
-	for _, mode := range benchModes(b) {
-		for _, n := range counts(b) {
-			b.Run(fmt.Sprintf("%s/n=%d", mode, n), func(b *testing.B) {
-				if mode == ModeReal {
-					requireQEMU(b)
+	benchEach(b, func(b *testing.B, mode Mode, n int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for i := 0; i < b.N; i++ {
+			selfRSS0 := procStatusKB(b, "self", "VmRSS")
+			qs, _ := startMany(ctx, b, mode, n)
+			time.Sleep(*benchSettle)
+
+			var rss, anon, pss float64
+			pids := []string{}
+			for _, q := range qs {
+				if q.PID() == 0 {
+					continue
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-				defer cancel()
-				for i := 0; i < b.N; i++ {
-					selfRSS0 := procStatusKB(b, "self", "VmRSS")
-					qs, _ := startMany(ctx, b, mode, n)
-					time.Sleep(*benchSettle)
+				pid := strconv.Itoa(q.PID())
+				pids = append(pids, pid)
+				rss += procStatusKB(b, pid, "VmRSS")
+				anon += procStatusKB(b, pid, "RssAnon")
+				pss += smapsRollupKB(b, pid, "Pss")
+			}
+			selfRSS := procStatusKB(b, "self", "VmRSS") - selfRSS0
 
-					var rss, anon, pss float64
-					pids := []string{}
-					for _, q := range qs {
-						if q.PID() == 0 {
-							continue
-						}
-						pid := strconv.Itoa(q.PID())
-						pids = append(pids, pid)
-						rss += procStatusKB(b, pid, "VmRSS")
-						anon += procStatusKB(b, pid, "RssAnon")
-						pss += smapsRollupKB(b, pid, "Pss")
-					}
-					selfRSS := procStatusKB(b, "self", "VmRSS") - selfRSS0
+			cpu0, self0, t0 := cpuTicks(b, pids), selfCPU(), time.Now()
+			time.Sleep(*benchIdle)
+			cpu1, self1, el := cpuTicks(b, pids), selfCPU(), time.Since(t0)
+			stopAll(b, qs)
 
-					cpu0, self0, t0 := cpuTicks(b, pids), selfCPU(), time.Now()
-					time.Sleep(*benchIdle)
-					cpu1, self1, el := cpuTicks(b, pids), selfCPU(), time.Since(t0)
-					stopAll(b, qs)
-
-					nf := float64(n)
-					if len(pids) > 0 {
-						b.ReportMetric(rss/1024/nf, "MiB-VmRSS/qemu")
-						b.ReportMetric(anon/1024/nf, "MiB-RssAnon/qemu")
-						b.ReportMetric(pss/1024/nf, "MiB-PSS/qemu")
-						b.ReportMetric(100*float64(cpu1-cpu0)/float64(clockTicks)/el.Seconds()/nf, "cpu%/qemu")
-					}
-					b.ReportMetric(selfRSS/1024/nf, "MiB-self/qemu")
-					b.ReportMetric(100*(self1-self0).Seconds()/el.Seconds()/nf, "cpu%-self/qemu")
-				}
-			})
+			nf := float64(n)
+			if len(pids) > 0 {
+				b.ReportMetric(rss/1024/nf, "MiB-VmRSS/qemu")
+				b.ReportMetric(anon/1024/nf, "MiB-RssAnon/qemu")
+				b.ReportMetric(pss/1024/nf, "MiB-PSS/qemu")
+				b.ReportMetric(100*float64(cpu1-cpu0)/float64(clockTicks)/el.Seconds()/nf, "cpu%/qemu")
+			}
+			b.ReportMetric(selfRSS/1024/nf, "MiB-self/qemu")
+			b.ReportMetric(100*(self1-self0).Seconds()/el.Seconds()/nf, "cpu%-self/qemu")
 		}
-	}
+	})
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat; 100 on Linux.

@@ -18,41 +18,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/internal/qmp"
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim/isofs"
 	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 )
-
-// requireQEMU skips the test when QEMU is missing, except in CI, which must run it.
-func requireQEMU(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath(DefaultBinary); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found: CI needs it; install Debian's qemu-system-x86", DefaultBinary)
-		}
-		t.Skipf("%s not found: install Debian's qemu-system-x86 to run this test", DefaultBinary)
-	}
-}
 
 // forModes runs f as a subtest for a real QEMU and for the fake, which must behave alike.
 func forModes(t *testing.T, f func(t *testing.T, mode Mode)) {
 	for _, mode := range []Mode{ModeReal, ModeFake} {
 		t.Run(string(mode), func(t *testing.T) {
 			if mode == ModeReal {
-				requireQEMU(t)
+				testenv.RequireQEMU(t)
 			}
 			f(t, mode)
 		})
 	}
-}
-
-// socketDir returns a directory short enough for unix socket paths.
-func socketDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "cds")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // startQEMU starts a QEMU with cfg and stops it when the test ends.
@@ -117,12 +98,7 @@ func testQueryBlock(t *testing.T, mode Mode) {
 		{
 			name: "host_device loop, as a stubdom's /dev/xvdc",
 			medium: func(t *testing.T) Medium {
-				if err := loopdev.Available(); err != nil {
-					if os.Getenv("CI") == "true" {
-						t.Fatalf("loopdev.Available() = %v; CI runs as root and needs loop devices", err)
-					}
-					t.Skipf("no loop devices: %v", err)
-				}
+				testenv.Require(t, "read-only loop devices", loopdev.Available())
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				dev, err := loopdev.AttachReadOnly(ctx, iso)
@@ -145,7 +121,7 @@ func testQueryBlock(t *testing.T, mode Mode) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			m := tt.medium(t)
-			mon := filepath.Join(socketDir(t), "qmp-libxl-7")
+			mon := filepath.Join(testenv.SocketDir(t), "qmp-libxl-7")
 			cfg := Config{Mode: mode, DomID: 7, CDROMs: []xen.DevID{5632}, Monitors: []string{mon}}
 			if m.Path != "" {
 				cfg.InitialMedium = map[xen.DevID]Medium{5632: m}
@@ -183,7 +159,7 @@ func TestDropAfter(t *testing.T) {
 func testDropAfter(t *testing.T, mode Mode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := socketDir(t)
+	dir := testenv.SocketDir(t)
 	libxlMon, agentMon := filepath.Join(dir, "qmp-libxl-3"), filepath.Join(dir, "qmp-agent-3")
 	q := startQEMU(ctx, t, Config{Mode: mode, DomID: 3, Monitors: []string{libxlMon, agentMon}})
 
@@ -219,7 +195,7 @@ func testAddFD(t *testing.T, mode Mode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	iso := writeISO(t)
-	mon := filepath.Join(socketDir(t), "qmp-libxl-4")
+	mon := filepath.Join(testenv.SocketDir(t), "qmp-libxl-4")
 	startQEMU(ctx, t, Config{Mode: mode, DomID: 4, Monitors: []string{mon}})
 	c := dial(ctx, t, mon)
 
@@ -257,7 +233,7 @@ func TestPaused(t *testing.T) {
 func testPaused(t *testing.T, mode Mode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mon := filepath.Join(socketDir(t), "qmp")
+	mon := filepath.Join(testenv.SocketDir(t), "qmp")
 	q := startQEMU(ctx, t, Config{Mode: mode, Paused: true, Monitors: []string{mon}})
 	c := dial(ctx, t, mon)
 	steps := []struct {
@@ -293,7 +269,7 @@ func TestDropBeforeReply(t *testing.T) {
 func testDropBeforeReply(t *testing.T, mode Mode) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mon := filepath.Join(socketDir(t), "qmp")
+	mon := filepath.Join(testenv.SocketDir(t), "qmp")
 	q := startQEMU(ctx, t, Config{Mode: mode, Monitors: []string{mon}})
 	victim := dial(ctx, t, mon)
 	q.DropBeforeReply("stop")
@@ -312,7 +288,7 @@ func TestLockTray(t *testing.T) {
 	forModes(t, func(t *testing.T, mode Mode) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		mon := filepath.Join(socketDir(t), "qmp")
+		mon := filepath.Join(testenv.SocketDir(t), "qmp")
 		q := startQEMU(ctx, t, Config{Mode: mode, Monitors: []string{mon},
 			InitialMedium: map[xen.DevID]Medium{5632: {Path: writeISO(t)}}})
 		err := q.LockTray(5632, true)
@@ -331,10 +307,10 @@ func TestLockTray(t *testing.T) {
 }
 
 func TestRealStop(t *testing.T) {
-	requireQEMU(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := socketDir(t)
+	dir := testenv.SocketDir(t)
 	mon := filepath.Join(dir, "qmp")
 	work := filepath.Join(dir, "work")
 	q, err := Start(ctx, Config{Mode: ModeReal, Name: "stopme", Monitors: []string{mon}, WorkDir: work})
@@ -359,10 +335,10 @@ func TestRealStop(t *testing.T) {
 }
 
 func TestRealStartFails(t *testing.T) {
-	requireQEMU(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dir := socketDir(t)
+	dir := testenv.SocketDir(t)
 	missing := filepath.Join(dir, "missing.iso")
 	_, err := Start(ctx, Config{Mode: ModeReal, Monitors: []string{filepath.Join(dir, "qmp")},
 		InitialMedium: map[xen.DevID]Medium{5632: {Path: missing}}})
@@ -376,10 +352,10 @@ func TestRealStartFails(t *testing.T) {
 }
 
 func TestRealMonitorInUse(t *testing.T) {
-	requireQEMU(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mon := filepath.Join(socketDir(t), "qmp")
+	mon := filepath.Join(testenv.SocketDir(t), "qmp")
 	startQEMU(ctx, t, Config{Mode: ModeReal, Monitors: []string{mon}})
 	_, err := Start(ctx, Config{Mode: ModeReal, Monitors: []string{mon}})
 	require.Error(t, err, "a second QEMU on the same monitor path")
@@ -430,12 +406,12 @@ func TestHelperStartAndWait(t *testing.T) {
 }
 
 func TestQEMUDiesWithUs(t *testing.T) {
-	requireQEMU(t)
+	testenv.RequireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperStartAndWait$")
 	// The helper dies by SIGKILL, without cleaning up: give it a temporary directory of ours.
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "TMPDIR="+socketDir(t))
+	cmd.Env = append(os.Environ(), helperEnv+"=1", "TMPDIR="+testenv.SocketDir(t))
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -479,7 +455,7 @@ func TestDropLosesFD(t *testing.T) {
 	forModes(t, func(t *testing.T, mode Mode) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		dir := socketDir(t)
+		dir := testenv.SocketDir(t)
 		mon := filepath.Join(dir, "qmp-libxl-5")
 		q := startQEMU(ctx, t, Config{Mode: mode, DomID: 5, Monitors: []string{mon, filepath.Join(dir, "agent-5")}})
 		f, err := os.Open(writeISO(t))

@@ -3,7 +3,6 @@ package xenstored
 import (
 	"bufio"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -20,10 +20,7 @@ const testDeadline = 10 * time.Second
 // start runs a server on a fresh unix socket and stops it when the test ends.
 func start(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "cds")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "xs.sock")
+	path := filepath.Join(testenv.SocketDir(t), "xs.sock")
 	ln, err := Listen(path)
 	require.NoError(t, err)
 	s := New(cfg)

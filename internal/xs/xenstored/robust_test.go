@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -32,7 +33,7 @@ func header(op xs.Op, reqID, txID, length uint32) []byte {
 }
 
 func TestOversizedHeaderDisconnects(t *testing.T) {
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	s, path := start(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	other := dialRaw(t, path)
 	r := dialRaw(t, path)
@@ -180,9 +181,7 @@ func socketPair(t *testing.T) (*net.UnixConn, net.Conn) {
 }
 
 func TestListenStaleSocket(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cds")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.SocketDir(t)
 	path := filepath.Join(dir, "xs.sock")
 
 	// A socket file with nobody behind it is replaced.
@@ -206,9 +205,7 @@ func TestListenStaleSocket(t *testing.T) {
 }
 
 func TestCloseEndsConnections(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cds")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testenv.SocketDir(t)
 	ln, err := Listen(filepath.Join(dir, "xs.sock"))
 	require.NoError(t, err)
 	s := New(Config{})

@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xs"
 )
 
@@ -24,24 +24,13 @@ var utils = []string{
 	"xenstore-rm", "xenstore-chmod", "xenstore-watch",
 }
 
-// needUtils finds Debian's xenstore clients: missing ones fail the test under CI=true and
-// skip it otherwise.
+// needUtils finds Debian's xenstore clients: a missing one fails the test under CI=true and
+// skips it otherwise.
 func needUtils(t *testing.T) {
 	t.Helper()
-	var missing []string
 	for _, u := range utils {
-		if _, err := exec.LookPath(u); err != nil {
-			missing = append(missing, u)
-		}
+		testenv.RequireCommand(t, u, "xenstore-utils")
 	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("xenstore clients %s not found: apt-get install xenstore-utils", strings.Join(missing, ", "))
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // result is what one run of a client printed and its exit code.
@@ -160,7 +149,7 @@ func TestXenstoreWatch(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "xenstore-watch", "-n", "3", "/cds/w")
 	cmd.Env = append(os.Environ(), "XENSTORED_PATH="+sock)
-	var errb lockedBuffer
+	var errb testenv.Buffer
 	cmd.Stderr = &errb
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -187,22 +176,4 @@ func TestXenstoreWatch(t *testing.T) {
 
 	require.NoError(t, cmd.Wait(), "xenstore-watch -n 3 exit (stderr %q)", errb.String())
 	assert.Empty(t, errb.String(), "xenstore-watch stderr")
-}
-
-// lockedBuffer is a bytes.Buffer a running command may write while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,0 +1,167 @@
+package workflows_test
+
+import (
+	"github.com/cdswap/cdswap/internal/testenv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/workflows"
+)
+
+// The two recorded runs of the path that GetVersion ChangeStubdomReattach changed: the
+// same scenario (the worker killed inside a stubdom's ChangeMedium, so that QEMU drops the
+// fdset and the new worker's ChangeMedium fails with ErrFdsetGone), run by the code before
+// the change, which restored the old medium, and by the code after it, which cycled the PV
+// disk and finished the change.
+const (
+	restoredV1History = "ChangeMedium-stubdom-fdset-gone-restored-v1.json"
+	recycledV2History = "ChangeMedium-stubdom-fdset-lost-recycled-v2.json"
+)
+
+// forcedVersion is a worker interceptor that answers workflow.GetVersion for one change id
+// with a fixed version, without recording a marker: the workflow then runs as if that
+// GetVersion call had been replaced by the constant, which is what deleting the guard (and
+// keeping only the branch of that version) does to the code.
+type forcedVersion struct {
+	interceptor.WorkerInterceptorBase
+	changeID string
+	version  workflow.Version
+}
+
+func (f *forcedVersion) InterceptWorkflow(_ workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
+	in := &forcedVersionInbound{f: f}
+	in.Next = next
+	return in
+}
+
+type forcedVersionInbound struct {
+	interceptor.WorkflowInboundInterceptorBase
+	f *forcedVersion
+}
+
+func (i *forcedVersionInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	out := &forcedVersionOutbound{f: i.f}
+	out.Next = outbound
+	return i.Next.Init(out)
+}
+
+type forcedVersionOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	f *forcedVersion
+}
+
+func (o *forcedVersionOutbound) GetVersion(ctx workflow.Context, changeID string, minSupported, maxSupported workflow.Version) workflow.Version {
+	if changeID == o.f.changeID {
+		return o.f.version
+	}
+	return o.Next.GetVersion(ctx, changeID, minSupported, maxSupported)
+}
+
+// readHistory decodes a recorded history of testdata/histories.
+func readHistory(t *testing.T, name string) *historypb.History {
+	t.Helper()
+	f, err := os.Open(filepath.Join(historiesDir, name))
+	require.NoError(t, err, "the recorded history %s (see %s/README.md)", name, historiesDir)
+	defer f.Close()
+	h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	require.NoError(t, err, "decode %s", name)
+	require.NotEmpty(t, h.GetEvents(), "%s holds no events", name)
+	return h
+}
+
+// replayHistory replays h against ChangeMedium and ResolveDrive with the worker interceptors
+// given (none: the code as it is).
+func replayHistory(h *historypb.History, interceptors ...interceptor.WorkerInterceptor) error {
+	r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{Interceptors: interceptors})
+	if err != nil {
+		return err
+	}
+	workflows.Register(r)
+	// The expected failures log the non-determinism at error level; the test reports it.
+	return r.ReplayWorkflowHistory(tlog.NewStructuredLogger(slog.New(slog.DiscardHandler)), h)
+}
+
+// scheduledAfterFdsetGone returns the activity scheduled first after the ChangeMedium
+// attempt that failed with ErrFdsetGone, and whether h holds such a failure.
+func scheduledAfterFdsetGone(h *historypb.History) (string, bool) {
+	failed := false
+	for _, e := range h.GetEvents() {
+		switch e.GetEventType() {
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+			if e.GetActivityTaskFailedEventAttributes().GetFailure().GetApplicationFailureInfo().GetType() == activities.ErrFdsetGone {
+				failed = true
+			}
+		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+			if failed {
+				return e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName(), true
+			}
+		}
+	}
+	return "", false
+}
+
+// TestStubdomReattachGuard shows that GetVersion ChangeStubdomReattach is what keeps runs of
+// the old code replaying. The two histories are real runs of the same scenario (see
+// restoredV1History): the v1 one, recorded by the code before the change, has no version
+// marker and restores (Eject) after the lost fdset; the v2 one has the marker and cycles the
+// PV disk (ReleaseFdset). The current code replays both (as TestReplayHistories does for every
+// file); with the guard removed — GetVersion answering 1 unconditionally, the new branch
+// for every run — the v1 history fails with a non-determinism error, and so does the v2 one
+// with only the old branch kept.
+func TestStubdomReattachGuard(t *testing.T) {
+	v1 := readHistory(t, restoredV1History)
+	v2 := readHistory(t, recycledV2History)
+
+	// The files are the runs described above.
+	assert.Empty(t, testenv.VersionMarkers(t, v1), "%s was recorded before the change: no version marker", restoredV1History)
+	assert.Equal(t, map[string]workflow.Version{workflows.ChangeStubdomReattach: 1}, testenv.VersionMarkers(t, v2), recycledV2History)
+	next, ok := scheduledAfterFdsetGone(v1)
+	require.True(t, ok, "%s has no activity failed with %s followed by another step", restoredV1History, activities.ErrFdsetGone)
+	assert.Equal(t, activities.NameEject, next, "%s: the old code restores (a forced Eject first) after the lost fdset", restoredV1History)
+	next, ok = scheduledAfterFdsetGone(v2)
+	require.True(t, ok, "%s has no activity failed with %s followed by another step", recycledV2History, activities.ErrFdsetGone)
+	assert.Equal(t, activities.NameReleaseFdset, next, "%s: the new code cycles the PV disk after the lost fdset", recycledV2History)
+
+	tests := []struct {
+		name    string
+		history *historypb.History
+		force   *forcedVersion // nil: the code as it is
+		wantErr bool
+	}{
+		{name: "v1 with the guard", history: v1},
+		{name: "v2 with the guard", history: v2},
+		{name: "v1 without the guard (new branch only)", history: v1, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: 1}, wantErr: true},
+		{name: "v2 without the guard (new branch only)", history: v2, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: 1}},
+		{name: "v2 with the old branch only", history: v2, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: workflow.DefaultVersion}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var icpts []interceptor.WorkerInterceptor
+			if tt.force != nil {
+				icpts = append(icpts, tt.force)
+			}
+			err := replayHistory(tt.history, icpts...)
+			if !tt.wantErr {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err, "the replay succeeded: the guard would not be needed")
+			// TMPRL1100 is the SDK's code for every non-determinism it detects.
+			assert.Contains(t, err.Error(), "[TMPRL1100]", "replay error %v", err)
+			t.Logf("replay error: %v", err)
+		})
+	}
+}
