@@ -19,26 +19,14 @@ func (a *Activities) Eject(ctx context.Context, in EjectInput) (EjectResult, err
 	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
 		return EjectResult{}, err
 	}
-	info, err := a.domainInfo(ctx, d.DomID)
-	if err != nil {
-		return EjectResult{}, err
-	}
 	id := d.devID().QEMUID()
 	var res EjectResult
-	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
-		blocks, err := c.QueryBlock(ctx)
-		if err != nil {
-			return fmt.Errorf("query-block: %w", err)
-		}
-		b := findBlock(blocks, id)
-		if b == nil {
-			return noDrive(ctx, d, c.Version(), nil)
-		}
+	err := a.withDrive(ctx, d, func(c *qmp.Client, b *qmp.BlockInfo) error {
 		if b.Inserted == nil {
 			res.WasEmpty = true
 			return nil
 		}
-		err = c.Eject(ctx, id, in.Force)
+		err := c.Eject(ctx, id, in.Force)
 		switch {
 		case err == nil:
 			log.Info("Ejected medium", "file", b.Inserted.File, "force", in.Force)

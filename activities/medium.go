@@ -42,22 +42,10 @@ func (a *Activities) ChangeMedium(ctx context.Context, in ChangeMediumInput) (Ch
 	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
 		return ChangeMediumResult{}, err
 	}
-	info, err := a.domainInfo(ctx, d.DomID)
-	if err != nil {
-		return ChangeMediumResult{}, err
-	}
 	id := d.devID().QEMUID()
 	filename := FdsetFilename(in.FdsetID)
 	res := ChangeMediumResult{Filename: filename}
-	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
-		blocks, err := c.QueryBlock(ctx)
-		if err != nil {
-			return fmt.Errorf("query-block: %w", err)
-		}
-		b := findBlock(blocks, id)
-		if b == nil {
-			return noDrive(ctx, d, c.Version(), nil)
-		}
+	err := a.withDrive(ctx, d, func(c *qmp.Client, b *qmp.BlockInfo) error {
 		if insertedFile(b) == filename && !trayOpen(b) {
 			res.WasInserted = true
 			a.releaseDom0Set(ctx, c, d, in.FdsetID)

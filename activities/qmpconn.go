@@ -272,3 +272,25 @@ func (a *Activities) withQMP(ctx context.Context, info xen.DomainInfo, fn func(c
 		}
 	}
 }
+
+// withDrive runs fn with the domain's QMP connection and the drive's current query-block
+// entry: every QMP step reads the drive first, and a drive QEMU does not know is
+// ErrNoSuchDrive.
+func (a *Activities) withDrive(ctx context.Context, d Drive, fn func(c *qmp.Client, b *qmp.BlockInfo) error) error {
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return err
+	}
+	id := d.devID().QEMUID()
+	return a.withQMP(ctx, info, func(c *qmp.Client) error {
+		blocks, err := c.QueryBlock(ctx)
+		if err != nil {
+			return fmt.Errorf("query-block: %w", err)
+		}
+		b := findBlock(blocks, id)
+		if b == nil {
+			return noDrive(ctx, d, c.Version(), nil)
+		}
+		return fn(c, b)
+	})
+}

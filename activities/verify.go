@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/cdswap/cdswap/internal/qmp"
 )
@@ -14,21 +13,8 @@ func (a *Activities) Verify(ctx context.Context, in VerifyInput) (VerifyResult, 
 	if err := checkDrive(ctx, d, KindStubdom, KindDom0); err != nil {
 		return VerifyResult{}, err
 	}
-	info, err := a.domainInfo(ctx, d.DomID)
-	if err != nil {
-		return VerifyResult{}, err
-	}
-	id := d.devID().QEMUID()
 	var res VerifyResult
-	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
-		blocks, err := c.QueryBlock(ctx)
-		if err != nil {
-			return fmt.Errorf("query-block: %w", err)
-		}
-		b := findBlock(blocks, id)
-		if b == nil {
-			return noDrive(ctx, d, c.Version(), nil)
-		}
+	err := a.withDrive(ctx, d, func(_ *qmp.Client, b *qmp.BlockInfo) error {
 		res.File, res.TrayOpen = insertedFile(b), trayOpen(b)
 		return nil
 	})
