@@ -5,6 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cdswap
 TEMPORAL_CLI_VERSION := v1.5.1
+WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
 TEMPORAL_CLI ?= $(CACHE)/bin/temporal-$(TEMPORAL_CLI_VERSION)/temporal
 export CDSWAP_TEMPORAL_CLI := $(TEMPORAL_CLI)
 export CDSWAP_CACHE := $(CACHE)
@@ -35,8 +36,9 @@ build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
 	$(GO) build -o bin/xensim ./xensim
 
 .PHONY: test
-test: deps ## Run vet, the whole suite with -race, and a short run of every fuzz target
+test: deps ## Run vet, workflowcheck, the whole suite with -race, and a short run of every fuzz target
 	$(GO) vet ./...
+	$(GO) run $(WORKFLOWCHECK) ./workflows/...
 	$(GO) test -race -count=1 -timeout 12m ./...
 	@for ft in $(FUZZ_TARGETS); do \
 	  pkg=$${ft%%:*}; target=$${ft##*:}; \
@@ -64,9 +66,10 @@ bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMA
 	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and workflowcheck (workflows use deterministic APIs only)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(WORKFLOWCHECK) ./workflows/...
 
 .PHONY: demo
 demo: deps ## Run the main job end to end on a simulated Xen host (see README)
