@@ -17,8 +17,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -31,10 +29,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xs"
 	"github.com/cdswap/cdswap/workflows"
@@ -67,20 +65,16 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 // options are the flags.
 type options struct {
-	host          string
-	address       string
-	namespace     string
-	tlsCert       string
-	tlsKey        string
-	tlsCA         string
-	tlsServerName string
-	apiKey        string
-	xenstore      string
-	qmpDir        string
-	libxlDir      string
-	isoRoots      []string
-	logLevel      string
-	logFormat     string
+	host string
+	// temporal holds the connection flags, shared with the CLI; serve adds the identity
+	// and the logger.
+	temporal  temporalclient.Config
+	xenstore  string
+	qmpDir    string
+	libxlDir  string
+	isoRoots  []string
+	logLevel  string
+	logFormat string
 }
 
 // run is the whole program; it returns the exit status.
@@ -104,13 +98,14 @@ point it at a simulated host.`,
 	cmd.SetErr(stderr)
 	f := cmd.Flags()
 	f.StringVar(&o.host, "host", "", "this dom0 host's name, as operators give it to cdswap (required)")
-	f.StringVar(&o.address, "address", envOr("TEMPORAL_ADDRESS", "127.0.0.1:7233"), "Temporal frontend host:port ($TEMPORAL_ADDRESS)")
-	f.StringVar(&o.namespace, "namespace", envOr("TEMPORAL_NAMESPACE", "default"), "Temporal namespace ($TEMPORAL_NAMESPACE)")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "client certificate (PEM) for mTLS; needs --tls-key")
-	f.StringVar(&o.tlsKey, "tls-key", "", "client private key (PEM) for mTLS")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate (PEM) to verify the server with, instead of the system's")
-	f.StringVar(&o.tlsServerName, "tls-server-name", "", "server name to verify the server's certificate against")
-	f.StringVar(&o.apiKey, "api-key", "", "Temporal Cloud API key (default $TEMPORAL_API_KEY); implies TLS")
+	tc := &o.temporal
+	f.StringVar(&tc.Address, "address", envOr("TEMPORAL_ADDRESS", temporalclient.DefaultAddress), "Temporal frontend host:port ($TEMPORAL_ADDRESS)")
+	f.StringVar(&tc.Namespace, "namespace", envOr("TEMPORAL_NAMESPACE", temporalclient.DefaultNamespace), "Temporal namespace ($TEMPORAL_NAMESPACE)")
+	f.StringVar(&tc.TLSCert, "tls-cert", "", "client certificate (PEM) for mTLS; needs --tls-key")
+	f.StringVar(&tc.TLSKey, "tls-key", "", "client private key (PEM) for mTLS")
+	f.StringVar(&tc.TLSCA, "tls-ca", "", "CA certificate (PEM) to verify the server with, instead of the system's")
+	f.StringVar(&tc.TLSServerName, "tls-server-name", "", "server name to verify the server's certificate against")
+	f.StringVar(&tc.APIKey, "api-key", "", "Temporal Cloud API key (default $TEMPORAL_API_KEY); implies TLS")
 	f.StringVar(&o.xenstore, "xenstore", xs.DefaultPath(), "xenstored's socket, or the xenbus device ($XENSTORED_PATH)")
 	f.StringVar(&o.qmpDir, "qmp-dir", xen.DefaultRunDir, "libxl's run folder: the qmp-libxl-<domid> sockets and empty-cdrom files")
 	f.StringVar(&o.libxlDir, "libxl-dir", xen.DefaultLibDir, "libxl's userdata folder: the domains' JSON configs and lock files")
@@ -159,7 +154,7 @@ func (o *options) check() error {
 		return usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
 	case len(o.isoRoots) == 0:
 		return usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
-	case (o.tlsCert == "") != (o.tlsKey == ""):
+	case (o.temporal.TLSCert == "") != (o.temporal.TLSKey == ""):
 		return usagef("--tls-cert and --tls-key go together: give both for mTLS, or neither")
 	case o.logFormat != "text" && o.logFormat != "json":
 		return usagef("--log-format %q: want text or json", o.logFormat)
@@ -167,8 +162,8 @@ func (o *options) check() error {
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return err
 	}
-	if o.apiKey == "" {
-		o.apiKey = os.Getenv("TEMPORAL_API_KEY")
+	if o.temporal.APIKey == "" {
+		o.temporal.APIKey = os.Getenv("TEMPORAL_API_KEY")
 	}
 	return nil
 }
@@ -191,33 +186,6 @@ func (o *options) newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, hopts))
 }
 
-// tlsConfig is the client's TLS configuration, nil for a plain connection.
-func (o *options) tlsConfig() (*tls.Config, error) {
-	if o.tlsCert == "" && o.tlsCA == "" && o.tlsServerName == "" && o.apiKey == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{ServerName: o.tlsServerName, MinVersion: tls.VersionTLS12}
-	if o.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("load the client certificate (--tls-cert %s, --tls-key %s): %w", o.tlsCert, o.tlsKey, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if o.tlsCA != "" {
-		pem, err := os.ReadFile(o.tlsCA)
-		if err != nil {
-			return nil, fmt.Errorf("read --tls-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", o.tlsCA)
-		}
-		cfg.RootCAs = pool
-	}
-	return cfg, nil
-}
-
 // serve checks the host, connects to Temporal and runs the worker until ctx ends or a
 // signal asks it to stop.
 func serve(ctx context.Context, o options, stderr io.Writer) error {
@@ -228,7 +196,11 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tlsCfg, err := o.tlsConfig()
+	// The TLS files are read here, before anything is dialled: a bad one is a bad flag.
+	tc := o.temporal
+	tc.Identity = fmt.Sprintf("cdswap-worker@%s:%d", o.host, os.Getpid())
+	tc.Logger = log
+	copts, err := tc.Options()
 	if err != nil {
 		return usageError{err}
 	}
@@ -251,19 +223,9 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		}
 	}()
 
-	copts := client.Options{
-		HostPort:          o.address,
-		Namespace:         o.namespace,
-		Logger:            tlog.NewStructuredLogger(log),
-		Identity:          fmt.Sprintf("cdswap-worker@%s:%d", o.host, os.Getpid()),
-		ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
-	}
-	if o.apiKey != "" {
-		copts.Credentials = client.NewAPIKeyStaticCredentials(o.apiKey)
-	}
 	c, err := client.DialContext(sctx, copts)
 	if err != nil {
-		return fmt.Errorf("connect to Temporal at %s (namespace %s): %w: start the server, or fix --address", o.address, o.namespace, err)
+		return fmt.Errorf("connect to Temporal at %s (namespace %s): %w: start the server, or fix --address", copts.HostPort, copts.Namespace, err)
 	}
 	defer c.Close()
 	cancel()
@@ -278,7 +240,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	workflows.Register(w)
 	w.RegisterActivity(acts)
 
-	log.Info("cdswap-worker serving", "host", o.host, "task_queue", tq, "temporal", o.address, "namespace", o.namespace,
+	log.Info("cdswap-worker serving", "host", o.host, "task_queue", tq, "temporal", copts.HostPort, "namespace", copts.Namespace,
 		"xenstore", o.xenstore, "qmp_dir", o.qmpDir, "libxl_dir", o.libxlDir, "iso_roots", o.isoRoots)
 	interrupt := make(chan any)
 	go func() {

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"golang.org/x/sys/unix"
 
+	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -181,7 +182,7 @@ Every swap records who asked and why; status, history and list read that record 
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.address, "address", "", "Temporal frontend host:port (env TEMPORAL_ADDRESS, default "+DefaultAddress+")")
+	pf.StringVar(&g.address, "address", "", "Temporal frontend host:port (env TEMPORAL_ADDRESS, default "+temporalclient.DefaultAddress+")")
 	pf.StringVarP(&g.namespace, "namespace", "n", "default", "Temporal namespace")
 	pf.StringVar(&g.tlsCert, "tls-cert", "", "client certificate (PEM) for mTLS")
 	pf.StringVar(&g.tlsKey, "tls-key", "", "client certificate's private key (PEM) for mTLS")
@@ -206,13 +207,15 @@ Every swap records who asked and why; status, history and list read that record 
 func (a *App) configure(cmd *cobra.Command, g *globals) error {
 	flags := cmd.Flags()
 	cfg := ClientConfig{
-		Address:        g.address,
-		Namespace:      g.namespace,
-		TLSCert:        g.tlsCert,
-		TLSKey:         g.tlsKey,
-		TLSCA:          g.tlsCA,
-		TLSServerName:  g.tlsServerName,
-		APIKey:         g.apiKey,
+		Config: temporalclient.Config{
+			Address:       g.address,
+			Namespace:     g.namespace,
+			TLSCert:       g.tlsCert,
+			TLSKey:        g.tlsKey,
+			TLSCA:         g.tlsCA,
+			TLSServerName: g.tlsServerName,
+			APIKey:        g.apiKey,
+		},
 		ConnectTimeout: g.connectTimeout,
 	}
 	if a.ConnectTimeout > 0 && !flags.Changed("connect-timeout") {

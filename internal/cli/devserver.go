@@ -32,7 +32,7 @@ attributes registered, until interrupted. Without --db its state lives in memory
 			ctx := cmd.Context()
 			srv, err := devserver.Start(ctx, devserver.Options{
 				HostPort:  fmt.Sprintf("127.0.0.1:%d", port),
-				Namespace: a.cfg.namespace(),
+				Namespace: a.cfg.NamespaceName(),
 				DBFile:    db,
 				UI:        ui,
 				UIPort:    strconv.Itoa(uiPort),
@@ -46,9 +46,9 @@ attributes registered, until interrupted. Without --db its state lives in memory
 				state = db
 			}
 			out := a.stdout()
-			fmt.Fprintf(out, "Temporal dev server at %s, namespace %s\n", srv.FrontendHostPort(), a.cfg.namespace())
+			fmt.Fprintf(out, "Temporal dev server at %s, namespace %s\n", srv.FrontendHostPort(), a.cfg.NamespaceName())
 			if ui {
-				fmt.Fprintf(out, "Web UI: http://127.0.0.1:%d/namespaces/%s/workflows\n", uiPort, a.cfg.namespace())
+				fmt.Fprintf(out, "Web UI: http://127.0.0.1:%d/namespaces/%s/workflows\n", uiPort, a.cfg.NamespaceName())
 			}
 			fmt.Fprintf(out, "state: %s\n", state)
 			fmt.Fprintf(out, "stop it with Ctrl-C\n")

@@ -509,7 +509,7 @@ func notFound(cfg ClientConfig, id string, err error) error {
 		return err
 	}
 	return &userError{msg: fmt.Sprintf("no swap %s in namespace %s (or its history is past the namespace's retention): cdswap list shows recent ones",
-		strconv.Quote(id), cfg.namespace()), cause: err}
+		strconv.Quote(id), cfg.NamespaceName()), cause: err}
 }
 
 // payloadString decodes a keyword search attribute or a memo field ("" if absent).

@@ -103,7 +103,7 @@ func (a *App) newListCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			swaps, err := listSwaps(ctx, c, a.cfg.namespace(), f, limit)
+			swaps, err := listSwaps(ctx, c, a.cfg.NamespaceName(), f, limit)
 			if err != nil {
 				return err
 			}

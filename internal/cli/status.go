@@ -53,7 +53,7 @@ func (a *App) findSwap(ctx context.Context, c client.Client, d driveFlags) (stri
 	}
 	q := fmt.Sprintf("WorkflowType = %s AND CdswapHost = %s AND CdswapDomain = %s AND CdswapVdev = %s",
 		quote(workflows.ChangeMediumName), quote(d.host), quote(d.domain), quote(d.vdev))
-	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: a.cfg.namespace(), Query: q, PageSize: 100})
+	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: a.cfg.NamespaceName(), Query: q, PageSize: 100})
 	if err != nil {
 		return "", fmt.Errorf("look up the swaps of drive %s of %s on host %s: %w", d.vdev, d.domain, d.host, err)
 	}
@@ -66,7 +66,7 @@ func (a *App) findSwap(ctx context.Context, c client.Client, d driveFlags) (stri
 	}
 	if id == "" {
 		return "", &userError{msg: fmt.Sprintf("no swap of drive %s of %s on host %s is on record in namespace %s: check the names (cdswap list --host %s), or give the domid",
-			d.vdev, d.domain, d.host, a.cfg.namespace(), d.host)}
+			d.vdev, d.domain, d.host, a.cfg.NamespaceName(), d.host)}
 	}
 	return id, nil
 }
@@ -287,7 +287,7 @@ func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason
 		reason = "canceled with cdswap cancel"
 	}
 	_, err = c.WorkflowService().RequestCancelWorkflowExecution(ctx, &workflowservice.RequestCancelWorkflowExecutionRequest{
-		Namespace:         a.cfg.namespace(),
+		Namespace:         a.cfg.NamespaceName(),
 		WorkflowExecution: info.GetExecution(),
 		Identity:          fmt.Sprintf("%s (for %s)", a.cfg.Identity, requester),
 		Reason:            reason,
