@@ -24,6 +24,10 @@ const (
 	// DefaultQMPIdle is how long a QMP connection outlives its last use when no swap of the
 	// domain holds the device-changes lock in this process (see qmpPool).
 	DefaultQMPIdle = 5 * time.Second
+	// DefaultLockLease is how long a swap's device-changes lock outlives the last step that
+	// touched it (see Config.LockLease). A running swap's steps are seconds apart (the
+	// longest gaps are a 25 s fdset wait and a 30 s pause between restore rounds).
+	DefaultLockLease = 10 * time.Minute
 	// DefaultVBDTimeout bounds each wait for a vbd backend state, as libxl's
 	// LIBXL_INIT_TIMEOUT and LIBXL_DESTROY_TIMEOUT do (10 s).
 	DefaultVBDTimeout = 10 * time.Second
@@ -57,6 +61,12 @@ type Config struct {
 	LockWait time.Duration
 	// QMPIdle is how long an unused QMP connection stays open (default DefaultQMPIdle).
 	QMPIdle time.Duration
+	// LockLease lets a swap's device-changes lock go once none of its steps has touched it
+	// for this long (default DefaultLockLease): a swap whose workflow was terminated or
+	// timed out never runs Unlock, and would otherwise block xl and every later swap of the
+	// domain until the worker restarts. A live swap whose lock expired takes it again at its
+	// next step.
+	LockLease time.Duration
 	// VBDTimeout bounds each wait for a vbd backend state (default DefaultVBDTimeout).
 	VBDTimeout time.Duration
 }
@@ -112,6 +122,9 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 	if cfg.QMPIdle <= 0 {
 		cfg.QMPIdle = DefaultQMPIdle
 	}
+	if cfg.LockLease <= 0 {
+		cfg.LockLease = DefaultLockLease
+	}
 	if cfg.VBDTimeout <= 0 {
 		cfg.VBDTimeout = DefaultVBDTimeout
 	}
@@ -133,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 		}
 	}
 	a.xsc = c
-	a.locks = newLockTable()
+	a.locks = newLockTable(cfg.LockLease, a.log)
 	a.qmp = newQMPPool(a)
 	return a, nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cdswap/cdswap/internal/xen"
 )
@@ -15,25 +17,76 @@ import (
 // key (the workflow id of the swap). A flock belongs to the open file, so the table is what
 // keeps a lock between the activities of one swap; it dies with the process, and a new
 // worker takes the lock again at the swap's next step.
+//
+// Entries are leases: one that no step has touched for lease is let go (expire), so that a
+// swap whose workflow was terminated without Unlock does not hold the domain forever.
 type lockTable struct {
-	mu   sync.Mutex // guards held
+	lease time.Duration
+	log   *slog.Logger
+	stop  chan struct{}
+	once  sync.Once
+
+	mu   sync.Mutex // guards held and every heldLock's touched
 	held map[string]*heldLock
 }
 
 // heldLock is one held device-changes lock.
 type heldLock struct {
-	domid uint32
-	uuid  string
-	lock  *xen.FileLock
+	domid   uint32
+	uuid    string
+	lock    *xen.FileLock
+	touched time.Time // the last step of the swap that asked for it
 }
 
-func newLockTable() *lockTable { return &lockTable{held: map[string]*heldLock{}} }
+func newLockTable(lease time.Duration, log *slog.Logger) *lockTable {
+	t := &lockTable{lease: lease, log: log, stop: make(chan struct{}), held: map[string]*heldLock{}}
+	go t.expireEvery(min(lease/4, time.Minute))
+	return t
+}
 
-// get returns the lock held under key, or nil.
+// expireEvery lets expired leases go until releaseAll, so that xl gets the lock back even
+// if no other swap of the domain comes.
+func (t *lockTable) expireEvery(every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			t.expire(time.Now())
+		}
+	}
+}
+
+// expire unlocks the locks whose lease ended before now.
+func (t *lockTable) expire(now time.Time) {
+	t.mu.Lock()
+	var gone []string
+	var locks []*heldLock
+	for k, h := range t.held {
+		if now.Sub(h.touched) > t.lease {
+			gone, locks = append(gone, k), append(locks, h)
+			delete(t.held, k)
+		}
+	}
+	t.mu.Unlock()
+	for i, h := range locks {
+		err := h.lock.Unlock()
+		t.log.Warn("Let go of a swap's device-changes lock no step touched for its lease: the swap was terminated, or is stuck",
+			"key", gone[i], "domid", h.domid, "lease", t.lease, "error", err)
+	}
+}
+
+// get returns the lock held under key, or nil, and renews its lease.
 func (t *lockTable) get(key string) *heldLock {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.held[key]
+	h := t.held[key]
+	if h != nil {
+		h.touched = time.Now()
+	}
+	return h
 }
 
 // holds reports whether any swap in this process holds domid's lock.
@@ -73,6 +126,7 @@ func (t *lockTable) put(key string, h *heldLock) bool {
 	if _, ok := t.held[key]; ok {
 		return false
 	}
+	h.touched = time.Now()
 	t.held[key] = h
 	return true
 }
@@ -88,6 +142,7 @@ func (t *lockTable) take(key string) *heldLock {
 
 // releaseAll unlocks every held lock (the worker is stopping).
 func (t *lockTable) releaseAll() error {
+	t.once.Do(func() { close(t.stop) })
 	t.mu.Lock()
 	held := t.held
 	t.held = map[string]*heldLock{}
@@ -120,6 +175,7 @@ func (a *Activities) acquire(ctx context.Context, key string, domid uint32) (h *
 	if err != nil {
 		return nil, false, err
 	}
+	a.locks.expire(time.Now()) // a terminated swap's lease must not block this one
 	p := xen.DeviceChangesLockPath(a.cfg.LibxlDir, domid, info.UUID)
 	lctx, cancel := context.WithTimeout(ctx, a.cfg.LockWait)
 	defer cancel()

@@ -481,3 +481,20 @@ func TestActivityNames(t *testing.T) {
 	}
 	assert.ElementsMatch(t, want, got)
 }
+
+func TestLockLeaseExpires(t *testing.T) {
+	// A swap whose workflow was terminated never runs Unlock: its lease ends and the next
+	// swap of the domain (or xl) gets the lock.
+	s := startSim(t, xensim.Config{StubdomGuests: 1})
+	dom := s.domain(xensim.KindStubdom)
+	a := s.newActivities(func(c *Config) { c.LockLease = 300 * time.Millisecond })
+	env := newEnv(t, a)
+	must(t, env, a.Lock, LockInput{DomID: dom.DomID, Key: "terminated"})
+	_, err := run(t, env, a.Lock, LockInput{DomID: dom.DomID, Key: "next"})
+	requireType(t, err, ErrLockBusy, true, "the swap terminated on this worker")
+
+	time.Sleep(400 * time.Millisecond)
+	r := must(t, env, a.Lock, LockInput{DomID: dom.DomID, Key: "next"})
+	assert.False(t, r.AlreadyHeld)
+	assert.Nil(t, a.locks.get("terminated"), "the expired lease is gone from the table")
+}
