@@ -33,7 +33,7 @@ trap 'stop_all' EXIT
 trap 'echo; echo "demo: interrupted, stopping what it started"; exit 130' INT TERM
 
 mkdir -p "$BIN" "$LOGS"
-rm -rf "$SIM"
+rm -rf "$SIM" "$DEMO/temporal.db"  # each demo starts with an empty history
 
 say "Building cdswap, cdswap-worker and xensim"
 go build -o "$BIN/cdswap" ./starter
