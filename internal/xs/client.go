@@ -453,7 +453,10 @@ func (c *Client) Rm(ctx context.Context, path string) error {
 	return c.simple(ctx, OpRm, 0, path)
 }
 
-// Directory returns the names of the children of the node at path.
+// Directory returns the names of the children of the node at path, in the server's order.
+// A child list too long for one reply (E2BIG) is read in pieces with DIRECTORY_PART, as
+// libxenstore does; if the list keeps changing between pieces the error wraps ErrAgain, and
+// a server without DIRECTORY_PART gives the E2BIG error.
 func (c *Client) Directory(ctx context.Context, path string) ([]string, error) {
 	return c.directory(ctx, 0, path)
 }
@@ -527,6 +530,10 @@ func (c *Client) directory(ctx context.Context, tx uint32, path string) ([]strin
 		return nil, &Error{Op: OpDirectory, Path: path, Err: err}
 	}
 	p, err := c.roundTrip(ctx, OpDirectory, tx, path, JoinStrings(path), nil)
+	if xe := (*Error)(nil); errors.As(err, &xe) && xe.Err == ErrTooBig {
+		// The server's E2BIG: the child list does not fit in one reply.
+		return c.directoryParts(ctx, tx, path, err)
+	}
 	if err != nil {
 		return nil, err
 	}

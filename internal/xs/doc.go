@@ -12,4 +12,6 @@
 // callers from one reader goroutine, so many goroutines share one connection. Every call takes
 // a context; a call whose context ends returns at once and its reply, when it comes, is
 // discarded. Client.Update wraps the transaction retry loop that xenstore's EAGAIN demands.
+// Directory reads a child list too long for one reply (E2BIG) in pieces with DIRECTORY_PART,
+// checking the node's generation count as libxenstore does.
 package xs

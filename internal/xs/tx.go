@@ -116,7 +116,8 @@ func (t *Tx) Rm(ctx context.Context, path string) error {
 	return t.c.simple(ctx, OpRm, t.id, path)
 }
 
-// Directory returns the names of the children of the node at path.
+// Directory returns the names of the children of the node at path, as Client.Directory
+// does; DIRECTORY_PART, when needed, is sent inside the transaction.
 func (t *Tx) Directory(ctx context.Context, path string) ([]string, error) {
 	if err := t.check(OpDirectory, path); err != nil {
 		return nil, err
