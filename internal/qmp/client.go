@@ -388,7 +388,9 @@ func (c *Client) write(ctx context.Context, line []byte, f *os.File) error {
 	defer c.wmu.Unlock()
 	dl, _ := ctx.Deadline() // zero: no deadline
 	if err := c.conn.SetWriteDeadline(dl); err != nil {
-		return fmt.Errorf("write: %w", err)
+		// Only a closed connection refuses a deadline: the reader saw the peer go and
+		// closed it, and has not failed the pending calls yet.
+		return fmt.Errorf("%w: write: %w", ErrClosed, err)
 	}
 	var n int
 	var err error
