@@ -29,9 +29,13 @@ attributes registered, until interrupted. Without --db its state lives in memory
 			if uiPort <= 0 || uiPort > 65535 {
 				return usagef("--ui-port %d is not a TCP port", uiPort)
 			}
+			hostPort := "" // port 0: devserver picks a free one
+			if port != 0 {
+				hostPort = fmt.Sprintf("127.0.0.1:%d", port)
+			}
 			ctx := cmd.Context()
 			srv, err := devserver.Start(ctx, devserver.Options{
-				HostPort:  fmt.Sprintf("127.0.0.1:%d", port),
+				HostPort:  hostPort,
 				Namespace: a.cfg.NamespaceName(),
 				DBFile:    db,
 				UI:        ui,

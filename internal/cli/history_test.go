@@ -19,8 +19,12 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-// recordHistory writes the history of a run to testdata/histories/<name>.json, with its
-// workflow id in testdata/histories/<name>.id (server 1.29 leaves it out of the events).
+// recordedHistories is where the CLI's recorded histories live: with the workflows' own,
+// so that workflows' replay test replays them too (one copy of each).
+const recordedHistories = "../../workflows/testdata/histories"
+
+// recordHistory writes the history of a run to recordedHistories/cli-<name>.json, with its
+// workflow id in testdata/<name>.id (server 1.29 leaves it out of the events).
 func recordHistory(t *testing.T, id, runID, name string) {
 	t.Helper()
 	var events []*historypb.HistoryEvent
@@ -32,13 +36,11 @@ func recordHistory(t *testing.T, id, runID, name string) {
 	}
 	data, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(&historypb.History{Events: events})
 	require.NoError(t, err)
-	dir := filepath.Join("testdata", "histories")
-	require.NoError(t, os.MkdirAll(dir, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".json"), append(data, '\n'), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".id"), []byte(id+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(recordedHistories, "cli-"+name+".json"), append(data, '\n'), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join("testdata", name+".id"), []byte(id+"\n"), 0o644))
 }
 
-// TestHistoryGolden renders the recorded histories of testdata/histories and compares them
+// TestHistoryGolden renders the recorded histories (recordedHistories/cli-*.json) and compares them
 // with the golden text and JSON in testdata/. To record them again from the dev server and
 // rewrite the golden files (two runs: the recording tests are parallel, so they run after
 // this one):
@@ -46,18 +48,18 @@ func recordHistory(t *testing.T, id, runID, name string) {
 //	go test ./internal/cli -run 'TestInsertWait$|TestRollbackHistory|TestCancelRestores' -update
 //	go test ./internal/cli -run TestHistoryGolden -update
 func TestHistoryGolden(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "histories", "*.json"))
+	files, err := filepath.Glob(filepath.Join(recordedHistories, "cli-*.json"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files, "no recorded history: see this test's comment")
 	for _, file := range files {
-		name := strings.TrimSuffix(filepath.Base(file), ".json")
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(file), "cli-"), ".json")
 		t.Run(name, func(t *testing.T) {
 			f, err := os.Open(file)
 			require.NoError(t, err)
 			defer f.Close()
 			hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
 			require.NoError(t, err)
-			id, err := os.ReadFile(strings.TrimSuffix(file, ".json") + ".id")
+			id, err := os.ReadFile(filepath.Join("testdata", name+".id"))
 			require.NoError(t, err)
 			h, err := BuildHistory(hist.GetEvents(), HistoryExtras{WorkflowID: strings.TrimSpace(string(id))})
 			require.NoError(t, err)

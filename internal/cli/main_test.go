@@ -22,7 +22,7 @@ import (
 )
 
 // update rewrites the recorded histories and golden files in testdata/.
-var update = flag.Bool("update", false, "record testdata/histories from the dev server and rewrite the golden files")
+var update = flag.Bool("update", false, "record the CLI's histories from the dev server and rewrite the golden files")
 
 // One dev server for the package; tests that need it call needServer.
 var (

@@ -70,7 +70,7 @@ var SearchAttributes = []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "Cds
 // Options configure Start. The zero value starts an in-memory server on a free loopback
 // port with the UI off.
 type Options struct {
-	// HostPort to bind the frontend; "" picks a free 127.0.0.1 port.
+	// HostPort to bind the frontend; "" picks a free port on localhost.
 	HostPort string
 	// Namespace to create; "" means "default".
 	Namespace string
@@ -88,13 +88,6 @@ func Start(ctx context.Context, opts Options) (*testsuite.DevServer, error) {
 	cli, err := CLIPath()
 	if err != nil {
 		return nil, err
-	}
-	hostPort := opts.HostPort
-	if hostPort == "" {
-		hostPort = "127.0.0.1:0"
-	}
-	if hostPort == "127.0.0.1:0" {
-		hostPort = "" // StartDevServer picks a free port on localhost
 	}
 	ns := opts.Namespace
 	if ns == "" {
@@ -116,7 +109,7 @@ func Start(ctx context.Context, opts Options) (*testsuite.DevServer, error) {
 	}
 	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
 		ExistingPath:  cli,
-		ClientOptions: &client.Options{HostPort: hostPort, Namespace: ns, Logger: quietLogger{}},
+		ClientOptions: &client.Options{HostPort: opts.HostPort, Namespace: ns, Logger: quietLogger{}},
 		DBFilename:    opts.DBFile,
 		EnableUI:      opts.UI,
 		UIPort:        opts.UIPort,

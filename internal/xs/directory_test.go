@@ -112,15 +112,12 @@ func TestRawDirectoryPartRestartsWhenTheListChanges(t *testing.T) {
 						return err
 					}
 				}
-				m, err := p.expect(xs.OpDirectory)
+				m, err := p.refuseDirectory()
 				if err != nil {
 					return err
 				}
 				if m.TxID != wantTx {
 					return fmt.Errorf("DIRECTORY tx_id %d, want %d", m.TxID, wantTx)
-				}
-				if err := p.fail(m, "E2BIG"); err != nil {
-					return err
 				}
 				// The list is "a b c" at generation 7, then "a b c d" at generation 8.
 				replies := []struct {
@@ -184,11 +181,7 @@ func TestRawDirectoryPartRestartsWhenTheListChanges(t *testing.T) {
 func TestRawDirectoryPartGivesUpOnAListThatKeepsChanging(t *testing.T) {
 	rounds := 0
 	path, wait := scripted(t, func(p peer) error {
-		m, err := p.expect(xs.OpDirectory)
-		if err != nil {
-			return err
-		}
-		if err := p.fail(m, "E2BIG"); err != nil {
+		if _, err := p.refuseDirectory(); err != nil {
 			return err
 		}
 		gen := 100
@@ -252,11 +245,8 @@ func TestRawDirectoryPartUnsupported(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path, wait := scripted(t, func(p peer) error {
-				m, err := p.expect(xs.OpDirectory)
+				m, err := p.refuseDirectory()
 				if err != nil {
-					return err
-				}
-				if err := p.fail(m, "E2BIG"); err != nil {
 					return err
 				}
 				m, err = p.expect(xs.OpDirectoryPart)
@@ -303,11 +293,8 @@ func TestRawDirectoryPartMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path, wait := scripted(t, func(p peer) error {
-				m, err := p.expect(xs.OpDirectory)
+				m, err := p.refuseDirectory()
 				if err != nil {
-					return err
-				}
-				if err := p.fail(m, "E2BIG"); err != nil {
 					return err
 				}
 				m, err = p.expect(xs.OpDirectoryPart)
@@ -329,4 +316,14 @@ func TestRawDirectoryPartMalformed(t *testing.T) {
 			require.NoError(t, wait())
 		})
 	}
+}
+
+// refuseDirectory expects a DIRECTORY and answers E2BIG, as for a child list over the
+// payload limit, and returns the request.
+func (p peer) refuseDirectory() (xs.Msg, error) {
+	m, err := p.expect(xs.OpDirectory)
+	if err != nil {
+		return m, err
+	}
+	return m, p.fail(m, "E2BIG")
 }
