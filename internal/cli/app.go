@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/pflag"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
-	"golang.org/x/sys/unix"
 
 	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/workflows"
@@ -55,12 +54,6 @@ type App struct {
 func Main(ctx context.Context, args []string) int {
 	a := &App{Stdout: os.Stdout, Stderr: os.Stderr, TTY: IsTerminal(os.Stdout)}
 	return a.Run(ctx, args)
-}
-
-// IsTerminal reports whether f is a terminal.
-func IsTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // Run runs one cdswap command line and returns its exit code (ExitOK, ExitFailure,

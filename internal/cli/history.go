@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	failurepb "go.temporal.io/api/failure/v1"
 	historypb "go.temporal.io/api/history/v1"
-	"go.temporal.io/api/serviceerror"
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -493,23 +491,6 @@ func failureMessage(f *failurepb.Failure) string {
 
 func millis(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
-}
-
-// notFound explains an id with no run.
-func notFound(cfg ClientConfig, id string, err error) error {
-	var nf *serviceerror.NotFound
-	if !errors.As(err, &nf) {
-		return err
-	}
-	return &userError{msg: fmt.Sprintf("no swap %s in namespace %s (or its history is past the namespace's retention): cdswap list shows recent ones",
-		strconv.Quote(id), cfg.NamespaceName()), cause: err}
 }
 
 // payloadString decodes a keyword search attribute or a memo field ("" if absent).
