@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -55,7 +54,7 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// usageError marks bad flags (exit status 2).
+// usageError marks bad flags found by the worker itself (exit status 2).
 type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
@@ -63,12 +62,20 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// runError marks a failure of the worker's run (exit status 1), to tell it from cobra's and
+// pflag's own errors about the command line, which carry no type of their own: as in the
+// cdswap CLI, an error that is not a runError is a usage error.
+type runError struct{ err error }
+
+func (e runError) Error() string { return e.err.Error() }
+func (e runError) Unwrap() error { return e.err }
+
 // options are the flags.
 type options struct {
 	host string
-	// temporal holds the connection flags, shared with the CLI; serve adds the identity
-	// and the logger.
-	temporal  temporalclient.Config
+	// temporal reads the connection flags, shared with the CLI, and their environment;
+	// serve adds the identity and the logger.
+	temporal  *temporalclient.Flags
 	xenstore  string
 	qmpDir    string
 	libxlDir  string
@@ -91,21 +98,18 @@ point it at a simulated host.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serve(cmd.Context(), o, stderr)
+			err := serve(cmd.Context(), o, stderr)
+			if err != nil && !errors.As(err, new(usageError)) {
+				return runError{err}
+			}
+			return err
 		},
 	}
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	f := cmd.Flags()
 	f.StringVar(&o.host, "host", "", "this dom0 host's name, as operators give it to cdswap (required)")
-	tc := &o.temporal
-	f.StringVar(&tc.Address, "address", envOr("TEMPORAL_ADDRESS", temporalclient.DefaultAddress), "Temporal frontend host:port ($TEMPORAL_ADDRESS)")
-	f.StringVar(&tc.Namespace, "namespace", envOr("TEMPORAL_NAMESPACE", temporalclient.DefaultNamespace), "Temporal namespace ($TEMPORAL_NAMESPACE)")
-	f.StringVar(&tc.TLSCert, "tls-cert", "", "client certificate (PEM) for mTLS; needs --tls-key")
-	f.StringVar(&tc.TLSKey, "tls-key", "", "client private key (PEM) for mTLS")
-	f.StringVar(&tc.TLSCA, "tls-ca", "", "CA certificate (PEM) to verify the server with, instead of the system's")
-	f.StringVar(&tc.TLSServerName, "tls-server-name", "", "server name to verify the server's certificate against")
-	f.StringVar(&tc.APIKey, "api-key", "", "Temporal Cloud API key (default $TEMPORAL_API_KEY); implies TLS")
+	o.temporal = temporalclient.AddFlags(f)
 	f.StringVar(&o.xenstore, "xenstore", xs.DefaultPath(), "xenstored's socket, or the xenbus device ($XENSTORED_PATH)")
 	f.StringVar(&o.qmpDir, "qmp-dir", xen.DefaultRunDir, "libxl's run folder: the qmp-libxl-<domid> sockets and empty-cdrom files")
 	f.StringVar(&o.libxlDir, "libxl-dir", xen.DefaultLibDir, "libxl's userdata folder: the domains' JSON configs and lock files")
@@ -119,53 +123,33 @@ point it at a simulated host.`,
 		return 0
 	}
 	fmt.Fprintf(stderr, "cdswap-worker: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) || isFlagError(err) {
-		fmt.Fprintln(stderr, "Run 'cdswap-worker --help' for the flags.")
-		return 2
+	if errors.As(err, new(runError)) {
+		return 1
 	}
-	return 1
+	fmt.Fprintln(stderr, "Run 'cdswap-worker --help' for the flags.")
+	return 2
 }
 
-// isFlagError recognises cobra's and pflag's errors about the command line, which carry no
-// type of their own.
-func isFlagError(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument",
-		"unknown command", "accepts ", "bad flag syntax"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// check refuses flags that cannot work, before anything is dialled.
-func (o *options) check() error {
+// check refuses flags that cannot work, before anything is dialled, and returns the
+// connection settings the flags and the environment give.
+func (o *options) check() (temporalclient.Config, error) {
 	switch {
 	case o.host == "":
-		return usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
+		return temporalclient.Config{}, usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
 	case len(o.isoRoots) == 0:
-		return usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
-	case (o.temporal.TLSCert == "") != (o.temporal.TLSKey == ""):
-		return usagef("--tls-cert and --tls-key go together: give both for mTLS, or neither")
-	case o.logFormat != "text" && o.logFormat != "json":
-		return usagef("--log-format %q: want text or json", o.logFormat)
+		return temporalclient.Config{}, usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
+	}
+	tc, err := o.temporal.Config(nil)
+	if err != nil {
+		return temporalclient.Config{}, usageError{err}
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return temporalclient.Config{}, usagef("--log-format %q: want text or json", o.logFormat)
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
-		return err
+		return temporalclient.Config{}, err
 	}
-	if o.temporal.APIKey == "" {
-		o.temporal.APIKey = os.Getenv("TEMPORAL_API_KEY")
-	}
-	return nil
+	return tc, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -189,7 +173,8 @@ func (o *options) newLogger(w io.Writer) *slog.Logger {
 // serve checks the host, connects to Temporal and runs the worker until ctx ends or a
 // signal asks it to stop.
 func serve(ctx context.Context, o options, stderr io.Writer) error {
-	if err := o.check(); err != nil {
+	tc, err := o.check()
+	if err != nil {
 		return err
 	}
 	log := o.newLogger(stderr)
@@ -197,7 +182,6 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	defer stop()
 
 	// The TLS files are read here, before anything is dialled: a bad one is a bad flag.
-	tc := o.temporal
 	tc.Identity = fmt.Sprintf("cdswap-worker@%s:%d", o.host, os.Getpid())
 	tc.Logger = log
 	copts, err := tc.Options()

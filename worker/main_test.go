@@ -51,7 +51,7 @@ func runWorker(t *testing.T, args ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, workerBin, args...)
-	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=", "TEMPORAL_API_KEY=")
+	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=", "TEMPORAL_NAMESPACE=", "TEMPORAL_API_KEY=")
 	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -80,6 +80,11 @@ func TestBadFlags(t *testing.T) {
 		{"no ISO root", []string{"--host", "h"}, 2, []string{"--iso-root is required"}},
 		{"unknown flag", []string{"--host", "h", "--iso-root", dir, "--frobnicate"}, 2, []string{"unknown flag: --frobnicate"}},
 		{"argument", []string{"--host", "h", "--iso-root", dir, "extra"}, 2, []string{`unknown command "extra"`}},
+		{"flag without its value", []string{"--host", "h", "--iso-root", dir, "--address"}, 2, []string{"flag needs an argument: --address"}},
+		{"bad boolean", []string{"--host", "h", "--iso-root", dir, "--tls=maybe"}, 2, []string{`invalid argument "maybe" for "--tls"`}},
+		{"empty namespace", []string{"--host", "h", "--iso-root", dir, "-n", ""}, 2, []string{"--namespace is empty"}},
+		{"tls off with a server name", []string{"--host", "h", "--iso-root", dir, "--tls=false", "--tls-server-name", "t.example"}, 2,
+			[]string{"TLS turned off, yet TLS files or a server name were given"}},
 		{"cert without key", []string{"--host", "h", "--iso-root", dir, "--tls-cert", file}, 2, []string{"--tls-cert and --tls-key go together"}},
 		{"CA file not PEM", []string{"--host", "h", "--iso-root", dir, "--tls-ca", file}, 2, []string{"CA file " + file + " holds no PEM certificate"}},
 		{"missing CA file", []string{"--host", "h", "--iso-root", dir, "--tls-ca", filepath.Join(dir, "nope.pem")}, 2,
@@ -111,7 +116,7 @@ func TestBadFlags(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, out := runWorker(t, "--help")
 	assert.Equal(t, 0, code)
-	for _, f := range []string{"--host", "--address", "--namespace", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name",
+	for _, f := range []string{"--host", "--address", "-n, --namespace", "--tls ", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name",
 		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--log-level", "--log-format"} {
 		assert.Contains(t, out, f)
 	}
@@ -133,8 +138,10 @@ func TestServe(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 
-	args := append(h.WorkerFlags(), "--address", srv.FrontendHostPort(), "--log-format", "json")
+	args := append(h.WorkerFlags(), "--log-format", "json")
 	cmd := exec.Command(workerBin, args...)
+	// The address comes from the environment, as the Temporal CLI's does.
+	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+srv.FrontendHostPort(), "TEMPORAL_NAMESPACE=", "TEMPORAL_API_KEY=")
 	var out testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
@@ -182,5 +189,6 @@ func TestServe(t *testing.T) {
 	logs := out.String()
 	assert.Contains(t, logs, `"msg":"cdswap-worker serving"`)
 	assert.Contains(t, logs, `"task_queue":"cdswap-host-`+h.Name()+`"`)
+	assert.Contains(t, logs, `"temporal":"`+srv.FrontendHostPort()+`"`)
 	assert.Contains(t, logs, `"msg":"cdswap-worker stopped"`)
 }

@@ -35,7 +35,7 @@ alternate stubdom and dom0.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			var counts []int
 			for _, s := range strings.Split(guests, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -75,7 +75,7 @@ alternate stubdom and dom0.`,
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&modes, "qemu", "fake,real", "QEMU modes to measure: real, fake or both")
 	cmd.Flags().StringVar(&guests, "guests", "1,10,50", "guest counts to measure")

@@ -43,7 +43,7 @@ Knobs:
 		Use:   "show",
 		Short: "Print the knobs in force",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
 			f, err := xensim.NewControl(folder()).Faults(ctx)
@@ -51,7 +51,7 @@ Knobs:
 				return err
 			}
 			return printFaults(stdout, f, asJSON)
-		},
+		}),
 	}
 	set := &cobra.Command{
 		Use:   "set KNOB=VALUE...",
@@ -60,7 +60,7 @@ Knobs:
   xensim ctl --dir /tmp/xs0 set again-ratio=0.3
   xensim ctl --dir /tmp/xs0 set drop-after=blockdev-change-medium --domain 3`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
 			c := xensim.NewControl(folder())
@@ -78,7 +78,7 @@ Knobs:
 				}
 			}
 			return printFaults(stdout, f, asJSON)
-		},
+		}),
 	}
 	set.Flags().StringVar(&domain, "domain", "", "the guest (name or domid) the knobs are for; default every guest")
 	ctl.AddCommand(show, set)

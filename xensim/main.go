@@ -32,13 +32,33 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// usageError marks bad input (exit status 2).
+// usageError marks bad input found by a command itself (exit status 2).
 type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// runError marks an error of a command's run, to tell it from cobra's and pflag's own errors
+// about the command line, which carry no type of their own: as in the cdswap CLI, an error
+// that is not a runError is a usage error.
+type runError struct{ err error }
+
+func (e runError) Error() string { return e.err.Error() }
+func (e runError) Unwrap() error { return e.err }
+
+// runE wraps a command's body: its errors are the run's, unless it said they are usage
+// errors.
+func runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := f(cmd, args)
+		if err == nil || errors.As(err, new(usageError)) {
+			return err
+		}
+		return runError{err}
+	}
+}
 
 // run is the whole program, returning the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,25 +69,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stderr, "xensim: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, xensim.ErrBadConfig) || errors.Is(err, xensim.ErrInUse) ||
-		errors.Is(err, xensim.ErrNoSuchDomain) || errors.Is(err, xensim.ErrRefused) || isFlagError(err) {
-		return 2
+	// A run refused for what it was asked (a bad config, a folder in use, an unknown
+	// domain) is bad input too.
+	if errors.As(err, new(runError)) && !errors.Is(err, xensim.ErrBadConfig) && !errors.Is(err, xensim.ErrInUse) &&
+		!errors.Is(err, xensim.ErrNoSuchDomain) && !errors.Is(err, xensim.ErrRefused) {
+		return 1
 	}
-	return 1
-}
-
-// isFlagError recognises cobra's and pflag's errors about the command line, which carry no
-// type of their own.
-func isFlagError(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown flag", "unknown shorthand flag", "invalid argument", "flag needs an argument",
-		"unknown command", "accepts ", "requires ", "bad flag syntax", "if any flags in the group"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return 2
 }
 
 // hostFlags are the flags that describe a host.
@@ -106,14 +114,13 @@ Fault knobs (--fault [DOMAIN:]KNOB=VALUE, or at run time with xensim ctl):
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			return runHost(cmd.Context(), f, stdout, stderr)
-		},
+		}),
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	fl := root.Flags()
 	fl.StringVar(&f.dir, "dir", "", "the host's folder (default /tmp/xensim-<host>)")
 	fl.StringVar(&f.host, "host", xensim.DefaultHostName, "the dom0 host's name, the worker's --host")

@@ -247,6 +247,9 @@ func TestBadInput(t *testing.T) {
 		{"ctl unknown knob", []string{"ctl", "--dir", busy, "set", "explode=1"}, `unknown fault knob "explode"`},
 		{"ctl unknown domain", []string{"ctl", "--dir", busy, "set", "paused=1", "--domain", "nosuch"}, `domain "nosuch"`},
 		{"bench bad counts", []string{"bench", "--guests", "x"}, `--guests "x"`},
+		{"bench unknown flag", []string{"bench", "--frobnicate"}, "unknown flag: --frobnicate"},
+		{"an argument", []string{"extra"}, `unknown command "extra" for "xensim"`},
+		{"ctl set without a knob", []string{"ctl", "--dir", busy, "set"}, "requires at least 1 arg(s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

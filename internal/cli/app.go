@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/pflag"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
-	"golang.org/x/sys/unix"
 
 	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/workflows"
@@ -30,8 +29,8 @@ type App struct {
 	// Stdout receives the commands' output (data); Stderr errors and, with --json,
 	// progress.
 	Stdout, Stderr io.Writer
-	// Getenv reads the environment (nil = os.Getenv): TEMPORAL_ADDRESS, TEMPORAL_API_KEY,
-	// SUDO_USER, USER.
+	// Getenv reads the environment (nil = os.Getenv): TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+	// TEMPORAL_API_KEY, SUDO_USER, USER.
 	Getenv func(string) string
 	// TTY says Stdout is a terminal: --wait then redraws the running step's line in place
 	// instead of printing one line per finished step.
@@ -55,12 +54,6 @@ type App struct {
 func Main(ctx context.Context, args []string) int {
 	a := &App{Stdout: os.Stdout, Stderr: os.Stderr, TTY: IsTerminal(os.Stdout)}
 	return a.Run(ctx, args)
-}
-
-// IsTerminal reports whether f is a terminal.
-func IsTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // Run runs one cdswap command line and returns its exit code (ExitOK, ExitFailure,
@@ -156,17 +149,11 @@ func (a *App) explain(err error) *userError {
 	return &userError{msg: err.Error(), cause: err}
 }
 
-// globals are the flags every command has.
-type globals struct {
-	address, namespace                    string
-	tlsCert, tlsKey, tlsCA, tlsServerName string
-	tls                                   bool
-	apiKey                                string
-	connectTimeout                        time.Duration
-}
-
 func (a *App) newRoot() *cobra.Command {
-	var g globals
+	var (
+		conn           *temporalclient.Flags
+		connectTimeout time.Duration
+	)
 	root := &cobra.Command{
 		Use:   "cdswap",
 		Short: "Change the CD-ROM media of Xen guests as durable Temporal workflows",
@@ -177,20 +164,13 @@ Every swap records who asked and why; status, history and list read that record 
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return a.configure(cmd, &g)
+			return a.configure(cmd, conn, connectTimeout)
 		},
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.address, "address", "", "Temporal frontend host:port (env TEMPORAL_ADDRESS, default "+temporalclient.DefaultAddress+")")
-	pf.StringVarP(&g.namespace, "namespace", "n", "default", "Temporal namespace")
-	pf.StringVar(&g.tlsCert, "tls-cert", "", "client certificate (PEM) for mTLS")
-	pf.StringVar(&g.tlsKey, "tls-key", "", "client certificate's private key (PEM) for mTLS")
-	pf.StringVar(&g.tlsCA, "tls-ca", "", "CA certificates (PEM) to verify the server with (default: the system's)")
-	pf.StringVar(&g.tlsServerName, "tls-server-name", "", "server name to verify in the server's certificate")
-	pf.BoolVar(&g.tls, "tls", false, "use TLS (on by default with --api-key or any --tls-* file; --tls=false forces plain text)")
-	pf.StringVar(&g.apiKey, "api-key", "", "API key for Temporal Cloud (env TEMPORAL_API_KEY)")
-	pf.DurationVar(&g.connectTimeout, "connect-timeout", DefaultConnectTimeout, "how long to wait for the server to answer")
+	conn = temporalclient.AddFlags(pf)
+	pf.DurationVar(&connectTimeout, "connect-timeout", DefaultConnectTimeout, "how long to wait for the server to answer")
 	root.AddCommand(
 		a.newSwapCmd(false),
 		a.newSwapCmd(true),
@@ -203,41 +183,18 @@ Every swap records who asked and why; status, history and list read that record 
 	return root
 }
 
-// configure fills a.cfg from the global flags and the environment.
-func (a *App) configure(cmd *cobra.Command, g *globals) error {
-	flags := cmd.Flags()
-	cfg := ClientConfig{
-		Config: temporalclient.Config{
-			Address:       g.address,
-			Namespace:     g.namespace,
-			TLSCert:       g.tlsCert,
-			TLSKey:        g.tlsKey,
-			TLSCA:         g.tlsCA,
-			TLSServerName: g.tlsServerName,
-			APIKey:        g.apiKey,
-		},
-		ConnectTimeout: g.connectTimeout,
+// configure fills a.cfg from the connection flags and the environment.
+func (a *App) configure(cmd *cobra.Command, conn *temporalclient.Flags, connectTimeout time.Duration) error {
+	tc, err := conn.Config(a.getenv)
+	if err != nil {
+		return usagef("%v", err)
 	}
-	if a.ConnectTimeout > 0 && !flags.Changed("connect-timeout") {
+	cfg := ClientConfig{Config: tc, ConnectTimeout: connectTimeout}
+	if a.ConnectTimeout > 0 && !cmd.Flags().Changed("connect-timeout") {
 		cfg.ConnectTimeout = a.ConnectTimeout
-	}
-	if cfg.Address == "" {
-		cfg.Address = a.getenv("TEMPORAL_ADDRESS")
-	}
-	if cfg.APIKey == "" {
-		cfg.APIKey = a.getenv("TEMPORAL_API_KEY")
-	}
-	if flags.Changed("tls") {
-		cfg.TLS, cfg.NoTLS = g.tls, !g.tls
-	}
-	if cfg.Namespace == "" {
-		return usagef("--namespace is empty")
 	}
 	if cfg.ConnectTimeout <= 0 {
 		return usagef("--connect-timeout must be positive, not %s", cfg.ConnectTimeout)
-	}
-	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return usagef("--tls-cert and --tls-key go together: give both, or neither")
 	}
 	host, _ := os.Hostname()
 	cfg.Identity = fmt.Sprintf("cdswap:%s@%s", a.requester(""), host)

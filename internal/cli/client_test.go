@@ -15,13 +15,15 @@ import (
 func TestEnvironmentDefaults(t *testing.T) {
 	var stdout, stderr testenv.Buffer
 	app := newApp(&stdout, &stderr)
-	env := map[string]string{"TEMPORAL_ADDRESS": "127.0.0.1:1", "TEMPORAL_API_KEY": "secret", "SUDO_USER": "carol", "USER": "root"}
+	env := map[string]string{"TEMPORAL_ADDRESS": "127.0.0.1:1", "TEMPORAL_NAMESPACE": "ops", "TEMPORAL_API_KEY": "secret",
+		"SUDO_USER": "carol", "USER": "root"}
 	app.Getenv = func(k string) string { return env[k] }
 	// history needs a server: the command line is fine, the dial fails, and a.cfg shows
 	// what the environment gave.
 	code := app.Run(t.Context(), []string{"history", "x", "--tls=false"})
 	assert.Equal(t, ExitFailure, code)
 	assert.Equal(t, "127.0.0.1:1", app.cfg.Address)
+	assert.Equal(t, "ops", app.cfg.Namespace)
 	assert.Equal(t, "secret", app.cfg.APIKey)
 	assert.True(t, app.cfg.NoTLS)
 	assert.Contains(t, app.cfg.Identity, "cdswap:carol@", "sudo's user is the requester")

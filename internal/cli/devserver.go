@@ -2,11 +2,9 @@ package cli
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cdswap/cdswap/internal/devserver"
 )
@@ -70,20 +68,4 @@ attributes registered, until interrupted. Without --db its state lives in memory
 	fl.IntVar(&port, "port", 7233, "frontend port on 127.0.0.1 (0 picks a free one)")
 	fl.IntVar(&uiPort, "ui-port", 8233, "Web UI port on 127.0.0.1")
 	return cmd
-}
-
-// termWidth is the width of the terminal on stdout, or 0 when it is not one.
-func (a *App) termWidth() int {
-	if !a.TTY {
-		return 0
-	}
-	f, ok := a.stdout().(*os.File)
-	if !ok {
-		return 0
-	}
-	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	if err != nil {
-		return 0
-	}
-	return int(ws.Col)
 }

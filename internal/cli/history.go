@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	failurepb "go.temporal.io/api/failure/v1"
 	historypb "go.temporal.io/api/history/v1"
-	"go.temporal.io/api/serviceerror"
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -210,126 +208,190 @@ func BuildHistory(events []*historypb.HistoryEvent, extras HistoryExtras) (*Hist
 	if len(events) == 0 || events[0].GetEventType() != enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED {
 		return nil, errors.New("not a workflow history: it does not begin with WorkflowExecutionStarted")
 	}
-	dc := converter.GetDefaultDataConverter()
-	h := &History{Schema: HistorySchema, Status: "running", Steps: []Step{}}
-	var result *workflows.ChangeMediumResult
-	// Steps by scheduling event id (activities) and by timer id.
-	bySched := map[int64]int{}
-	byTimer := map[string]int{}
-	step := func(i int) *Step { return &h.Steps[i] }
-
-	for _, ev := range events {
-		at := ev.GetEventTime().AsTime()
-		switch ev.GetEventType() {
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-			a := ev.GetWorkflowExecutionStartedEventAttributes()
-			h.WorkflowID, h.RunID = a.GetWorkflowId(), a.GetOriginalExecutionRunId()
-			if h.RunID == "" {
-				h.RunID = a.GetFirstExecutionRunId()
-			}
-			h.WorkflowType, h.TaskQueue = a.GetWorkflowType().GetName(), a.GetTaskQueue().GetName()
-			h.Started = at
-			h.Audit.StartedBy = a.GetIdentity()
-			var in workflows.ChangeMediumInput // ResolveDriveInput's fields are a subset
-			if ps := a.GetInput(); ps != nil && len(ps.GetPayloads()) > 0 {
-				_ = dc.FromPayload(ps.GetPayloads()[0], &in)
-			}
-			h.Request = Request{Host: in.Host, Domain: in.Domain, DomID: in.DomID, Vdev: in.Vdev,
-				Medium: in.Medium, Format: in.Format, Force: in.Force}
-			if h.Request.Medium != "" && h.Request.Format == "" {
-				h.Request.Format = activities.FormatRaw
-			}
-			memo := a.GetMemo().GetFields()
-			h.Audit.Requester = memoString(memo, "requester")
-			h.Audit.Reason = memoString(memo, "reason")
-			h.Audit.Ticket = memoString(memo, "ticket")
-
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-			a := ev.GetActivityTaskScheduledEventAttributes()
-			bySched[ev.GetEventId()] = len(h.Steps)
-			h.Steps = append(h.Steps, Step{Kind: StepActivity, Name: a.GetActivityType().GetName(),
-				ActivityID: a.GetActivityId(), Status: StepScheduled, Scheduled: at})
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-			a := ev.GetActivityTaskStartedEventAttributes()
-			if i, ok := bySched[a.GetScheduledEventId()]; ok {
-				s := step(i)
-				s.Status, s.Attempts, s.Worker = StepRunning, a.GetAttempt(), a.GetIdentity()
-				t := at
-				s.LastStarted = &t
-				if f := a.GetLastFailure(); f != nil {
-					s.Failures = append(s.Failures, attemptFailure(f, a.GetAttempt()-1))
-				}
-			}
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-			a := ev.GetActivityTaskCompletedEventAttributes()
-			closeStep(h, bySched, a.GetScheduledEventId(), StepOK, at, nil)
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-			a := ev.GetActivityTaskFailedEventAttributes()
-			closeStep(h, bySched, a.GetScheduledEventId(), StepFailed, at, a.GetFailure())
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-			a := ev.GetActivityTaskTimedOutEventAttributes()
-			closeStep(h, bySched, a.GetScheduledEventId(), StepTimedOut, at, a.GetFailure())
-		case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-			a := ev.GetActivityTaskCanceledEventAttributes()
-			closeStep(h, bySched, a.GetScheduledEventId(), StepCanceled, at, nil)
-
-		case enumspb.EVENT_TYPE_TIMER_STARTED:
-			a := ev.GetTimerStartedEventAttributes()
-			byTimer[a.GetTimerId()] = len(h.Steps)
-			h.Steps = append(h.Steps, Step{Kind: StepTimer, Name: "wait", Status: StepRunning, Scheduled: at,
-				Detail: formatDuration(a.GetStartToFireTimeout().AsDuration())})
-		case enumspb.EVENT_TYPE_TIMER_FIRED:
-			if i, ok := byTimer[ev.GetTimerFiredEventAttributes().GetTimerId()]; ok {
-				endStep(step(i), StepFired, at)
-			}
-		case enumspb.EVENT_TYPE_TIMER_CANCELED:
-			if i, ok := byTimer[ev.GetTimerCanceledEventAttributes().GetTimerId()]; ok {
-				endStep(step(i), StepCanceled, at)
-			}
-
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
-			a := ev.GetWorkflowExecutionCancelRequestedEventAttributes()
-			h.CancelRequested = &CancelRequest{At: at, By: a.GetIdentity(), Reason: a.GetCause()}
-
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
-			h.Status = "completed"
-			h.setEnded(at)
-			var r workflows.ChangeMediumResult
-			if ps := ev.GetWorkflowExecutionCompletedEventAttributes().GetResult(); ps != nil && len(ps.GetPayloads()) > 0 &&
-				dc.FromPayload(ps.GetPayloads()[0], &r) == nil && r.Outcome != "" {
-				result = &r
-			}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-			h.Status = "failed"
-			h.setEnded(at)
-			err := temporal.GetDefaultFailureConverter().FailureToError(ev.GetWorkflowExecutionFailedEventAttributes().GetFailure())
-			h.Error = &Failure{Type: failureType(ev.GetWorkflowExecutionFailedEventAttributes().GetFailure()),
-				Message: workflowMessage(err), Cause: workflows.CauseType(err)}
-			if r, ok := workflows.ResultFromError(err); ok {
-				result = &r
-			}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
-			h.Status = "canceled"
-			h.setEnded(at)
-			var r workflows.ChangeMediumResult
-			if ps := ev.GetWorkflowExecutionCanceledEventAttributes().GetDetails(); ps != nil && len(ps.GetPayloads()) > 0 &&
-				dc.FromPayload(ps.GetPayloads()[0], &r) == nil && r.Outcome != "" {
-				result = &r
-			}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-			a := ev.GetWorkflowExecutionTerminatedEventAttributes()
-			h.Status = "terminated"
-			h.setEnded(at)
-			h.Error = &Failure{Type: "Terminated", Message: fmt.Sprintf("terminated by %s: %s", orUnknown(a.GetIdentity()), orUnknown(a.GetReason()))}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
-			h.Status = "timed-out"
-			h.setEnded(at)
-			h.Error = &Failure{Type: "Timeout", Message: "the run reached its execution timeout"}
-		case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-			h.Status = "continued-as-new"
-			h.setEnded(at)
-		}
+	b := historyBuilder{
+		h:       &History{Schema: HistorySchema, Status: "running", Steps: []Step{}},
+		bySched: map[int64]int{},
+		byTimer: map[string]int{},
 	}
+	for _, ev := range events {
+		b.add(ev)
+	}
+	b.finish(extras)
+	return b.h, nil
+}
+
+// historyBuilder folds the events of a run, one at a time, into a History.
+type historyBuilder struct {
+	h *History
+	// result is the run's ChangeMediumResult, once the run closed with one.
+	result *workflows.ChangeMediumResult
+	// bySched finds an activity's step by the id of its scheduled event, byTimer a timer's
+	// step by the timer's id: the later events of a step name it that way.
+	bySched map[int64]int
+	byTimer map[string]int
+}
+
+// add folds in one event. Events of other types (workflow tasks, markers, signals) show
+// nothing a History has.
+func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
+	h, at := b.h, ev.GetEventTime().AsTime()
+	switch ev.GetEventType() {
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+		b.started(ev.GetWorkflowExecutionStartedEventAttributes(), at)
+
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+		a := ev.GetActivityTaskScheduledEventAttributes()
+		b.bySched[ev.GetEventId()] = len(h.Steps)
+		h.Steps = append(h.Steps, Step{Kind: StepActivity, Name: a.GetActivityType().GetName(),
+			ActivityID: a.GetActivityId(), Status: StepScheduled, Scheduled: at})
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+		b.attemptStarted(ev.GetActivityTaskStartedEventAttributes(), at)
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+		a := ev.GetActivityTaskCompletedEventAttributes()
+		b.closeStep(a.GetScheduledEventId(), StepOK, at, nil)
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+		a := ev.GetActivityTaskFailedEventAttributes()
+		b.closeStep(a.GetScheduledEventId(), StepFailed, at, a.GetFailure())
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+		a := ev.GetActivityTaskTimedOutEventAttributes()
+		b.closeStep(a.GetScheduledEventId(), StepTimedOut, at, a.GetFailure())
+	case enumspb.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+		a := ev.GetActivityTaskCanceledEventAttributes()
+		b.closeStep(a.GetScheduledEventId(), StepCanceled, at, nil)
+
+	case enumspb.EVENT_TYPE_TIMER_STARTED:
+		a := ev.GetTimerStartedEventAttributes()
+		b.byTimer[a.GetTimerId()] = len(h.Steps)
+		h.Steps = append(h.Steps, Step{Kind: StepTimer, Name: "wait", Status: StepRunning, Scheduled: at,
+			Detail: formatDuration(a.GetStartToFireTimeout().AsDuration())})
+	case enumspb.EVENT_TYPE_TIMER_FIRED:
+		if i, ok := b.byTimer[ev.GetTimerFiredEventAttributes().GetTimerId()]; ok {
+			endStep(&h.Steps[i], StepFired, at)
+		}
+	case enumspb.EVENT_TYPE_TIMER_CANCELED:
+		if i, ok := b.byTimer[ev.GetTimerCanceledEventAttributes().GetTimerId()]; ok {
+			endStep(&h.Steps[i], StepCanceled, at)
+		}
+
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+		a := ev.GetWorkflowExecutionCancelRequestedEventAttributes()
+		h.CancelRequested = &CancelRequest{At: at, By: a.GetIdentity(), Reason: a.GetCause()}
+
+	default:
+		b.closed(ev, at)
+	}
+}
+
+// started takes from the run's first event what was asked, by whom and why.
+func (b *historyBuilder) started(a *historypb.WorkflowExecutionStartedEventAttributes, at time.Time) {
+	h := b.h
+	h.WorkflowID, h.RunID = a.GetWorkflowId(), a.GetOriginalExecutionRunId()
+	if h.RunID == "" {
+		h.RunID = a.GetFirstExecutionRunId()
+	}
+	h.WorkflowType, h.TaskQueue = a.GetWorkflowType().GetName(), a.GetTaskQueue().GetName()
+	h.Started = at
+	h.Audit.StartedBy = a.GetIdentity()
+	var in workflows.ChangeMediumInput // ResolveDriveInput's fields are a subset
+	if ps := a.GetInput(); ps != nil && len(ps.GetPayloads()) > 0 {
+		_ = converter.GetDefaultDataConverter().FromPayload(ps.GetPayloads()[0], &in)
+	}
+	h.Request = Request{Host: in.Host, Domain: in.Domain, DomID: in.DomID, Vdev: in.Vdev,
+		Medium: in.Medium, Format: in.Format, Force: in.Force}
+	if h.Request.Medium != "" && h.Request.Format == "" {
+		h.Request.Format = activities.FormatRaw
+	}
+	memo := a.GetMemo().GetFields()
+	h.Audit.Requester = memoString(memo, "requester")
+	h.Audit.Reason = memoString(memo, "reason")
+	h.Audit.Ticket = memoString(memo, "ticket")
+}
+
+// attemptStarted marks an activity's step as running an attempt. The event carries the
+// failure of the attempt before, which no other event records.
+func (b *historyBuilder) attemptStarted(a *historypb.ActivityTaskStartedEventAttributes, at time.Time) {
+	i, ok := b.bySched[a.GetScheduledEventId()]
+	if !ok {
+		return
+	}
+	s := &b.h.Steps[i]
+	s.Status, s.Attempts, s.Worker = StepRunning, a.GetAttempt(), a.GetIdentity()
+	t := at
+	s.LastStarted = &t
+	if f := a.GetLastFailure(); f != nil {
+		s.Failures = append(s.Failures, attemptFailure(f, a.GetAttempt()-1))
+	}
+}
+
+// closeStep ends the activity step scheduled by event sched.
+func (b *historyBuilder) closeStep(sched int64, status string, at time.Time, f *failurepb.Failure) {
+	i, ok := b.bySched[sched]
+	if !ok {
+		return
+	}
+	s := &b.h.Steps[i]
+	endStep(s, status, at)
+	if s.Attempts == 0 {
+		s.Attempts = 1
+	}
+	if f != nil {
+		s.Failures = append(s.Failures, attemptFailure(f, s.Attempts))
+	}
+}
+
+// closed folds in the event that closed the run, if ev is one: the run's status and end,
+// and its result or error.
+func (b *historyBuilder) closed(ev *historypb.HistoryEvent, at time.Time) {
+	h := b.h
+	switch ev.GetEventType() {
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+		h.Status = "completed"
+		if r := decodeResult(ev.GetWorkflowExecutionCompletedEventAttributes().GetResult()); r != nil {
+			b.result = r
+		}
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+		h.Status = "failed"
+		f := ev.GetWorkflowExecutionFailedEventAttributes().GetFailure()
+		err := temporal.GetDefaultFailureConverter().FailureToError(f)
+		h.Error = &Failure{Type: failureType(f), Message: workflowMessage(err), Cause: workflows.CauseType(err)}
+		if r, ok := workflows.ResultFromError(err); ok {
+			b.result = &r
+		}
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+		h.Status = "canceled"
+		if r := decodeResult(ev.GetWorkflowExecutionCanceledEventAttributes().GetDetails()); r != nil {
+			b.result = r
+		}
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+		a := ev.GetWorkflowExecutionTerminatedEventAttributes()
+		h.Status = "terminated"
+		h.Error = &Failure{Type: "Terminated", Message: fmt.Sprintf("terminated by %s: %s", orUnknown(a.GetIdentity()), orUnknown(a.GetReason()))}
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+		h.Status = "timed-out"
+		h.Error = &Failure{Type: "Timeout", Message: "the run reached its execution timeout"}
+	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+		h.Status = "continued-as-new"
+	default:
+		return
+	}
+	h.setEnded(at)
+}
+
+// decodeResult is the ChangeMediumResult a closing event carries, nil if it carries none
+// (a ResolveDrive run's result has no outcome).
+func decodeResult(ps *commonpb.Payloads) *workflows.ChangeMediumResult {
+	var r workflows.ChangeMediumResult
+	if len(ps.GetPayloads()) == 0 || converter.GetDefaultDataConverter().FromPayload(ps.GetPayloads()[0], &r) != nil || r.Outcome == "" {
+		return nil
+	}
+	return &r
+}
+
+// finish adds what the events alone do not say (extras: the run's names, the pending
+// attempts, a running swap's progress) and what follows from all of them: the outcome, the
+// duration and the steps' numbers.
+func (b *historyBuilder) finish(extras HistoryExtras) {
+	h := b.h
 	if extras.WorkflowID != "" {
 		h.WorkflowID = extras.WorkflowID
 	}
@@ -338,14 +400,14 @@ func BuildHistory(events []*historypb.HistoryEvent, extras HistoryExtras) (*Hist
 	}
 	h.applyPending(extras.Pending)
 	switch {
-	case result != nil:
-		h.applyResult(result)
+	case b.result != nil:
+		h.applyResult(b.result)
 	case extras.Progress != nil:
 		h.applySteps(extras.Progress.Steps)
 	}
 	h.Outcome = h.Status
-	if result != nil {
-		h.Outcome = string(result.Outcome)
+	if b.result != nil {
+		h.Outcome = string(b.result.Outcome)
 	}
 	end := extras.Now
 	if h.Ended != nil {
@@ -357,7 +419,6 @@ func BuildHistory(events []*historypb.HistoryEvent, extras HistoryExtras) (*Hist
 	for i := range h.Steps {
 		h.Steps[i].Seq = i + 1
 	}
-	return h, nil
 }
 
 func (h *History) setEnded(at time.Time) {
@@ -431,22 +492,6 @@ func (h *History) applySteps(recs []workflows.StepRecord) {
 	}
 }
 
-// closeStep ends the activity step scheduled by event sched.
-func closeStep(h *History, bySched map[int64]int, sched int64, status string, at time.Time, f *failurepb.Failure) {
-	i, ok := bySched[sched]
-	if !ok {
-		return
-	}
-	s := &h.Steps[i]
-	endStep(s, status, at)
-	if s.Attempts == 0 {
-		s.Attempts = 1
-	}
-	if f != nil {
-		s.Failures = append(s.Failures, attemptFailure(f, s.Attempts))
-	}
-}
-
 func endStep(s *Step, status string, at time.Time) {
 	t := at
 	s.Status, s.Ended = status, &t
@@ -493,23 +538,6 @@ func failureMessage(f *failurepb.Failure) string {
 
 func millis(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
-}
-
-// notFound explains an id with no run.
-func notFound(cfg ClientConfig, id string, err error) error {
-	var nf *serviceerror.NotFound
-	if !errors.As(err, &nf) {
-		return err
-	}
-	return &userError{msg: fmt.Sprintf("no swap %s in namespace %s (or its history is past the namespace's retention): cdswap list shows recent ones",
-		strconv.Quote(id), cfg.NamespaceName()), cause: err}
 }
 
 // payloadString decodes a keyword search attribute or a memo field ("" if absent).

@@ -157,3 +157,11 @@ func forced(force bool) string {
 func ms(v float64) time.Duration {
 	return time.Duration(v * float64(time.Millisecond))
 }
+
+// orUnknown is s, or "unknown" when it is empty.
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

@@ -1,10 +1,9 @@
-// Package temporalclient turns the Temporal connection settings that cdswap's worker and CLI
-// share (--address, --namespace, --tls-cert, --tls-key, --tls-ca, --tls-server-name,
-// --api-key) into the SDK's client.Options, so that both programs reach a server, and
-// Temporal Cloud, the same way.
-//
-// It reads no flags and no environment: each program keeps its own flag defaults and its
-// own lookups of $TEMPORAL_ADDRESS and $TEMPORAL_API_KEY, and fills a Config.
+// Package temporalclient is how cdswap's programs reach Temporal: one set of connection
+// flags (--address, --namespace, --tls, --tls-cert, --tls-key, --tls-ca, --tls-server-name,
+// --api-key) with one environment fallback ($TEMPORAL_ADDRESS, $TEMPORAL_NAMESPACE,
+// $TEMPORAL_API_KEY), registered by AddFlags on the worker's and the CLI's command lines,
+// and a Config that turns them into the SDK's client.Options, so that every program reaches
+// a server, and Temporal Cloud, the same way.
 package temporalclient
 
 import (
@@ -123,7 +122,7 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		}
 		conf.Certificates = []tls.Certificate{cert}
 	case c.TLSCert != "" || c.TLSKey != "":
-		return nil, errors.New("--tls-cert and --tls-key go together: give both, or neither")
+		return nil, errCertKeyPair
 	}
 	if c.TLSCA != "" {
 		pem, err := os.ReadFile(c.TLSCA)
