@@ -26,12 +26,10 @@ const (
 	testHost     = "h1"
 	testDomain   = fakehost.Domain
 	testDomID    = fakehost.DomID
-	testStubID   = fakehost.StubDomID
 	testVdev     = fakehost.Vdev
 	testDevID    = fakehost.DevID
 	oldISO       = fakehost.OldISO
 	newISO       = fakehost.NewISO
-	emptyCDROM   = fakehost.EmptyCDROM
 	stubOldFdset = fakehost.OldFdset
 )
 
