@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -59,7 +60,7 @@ func TestChangeMediumSuccess(t *testing.T) {
 			r.execute(t, in)
 			require.NoError(t, r.err)
 
-			assert.Equal(t, tt.calls, h.names())
+			assert.Equal(t, tt.calls, h.Names())
 			assert.Equal(t, tt.outcome, r.res.Outcome)
 			assert.Equal(t, tt.kind, r.res.Kind)
 			assert.Equal(t, oldISO, r.res.Old)
@@ -76,9 +77,9 @@ func TestChangeMediumSuccess(t *testing.T) {
 
 			// The lock is keyed by the workflow id, in and out.
 			wantID := workflows.WorkflowID(testHost, testDomID, testVdev)
-			assert.Equal(t, []activities.LockInput{{DomID: testDomID, Key: wantID}}, inputs[activities.LockInput](h, "Lock"))
-			assert.Equal(t, []activities.UnlockInput{{DomID: testDomID, Key: wantID}}, inputs[activities.UnlockInput](h, "Unlock"))
-			ej := inputs[activities.EjectInput](h, "Eject")
+			assert.Equal(t, []activities.LockInput{{DomID: testDomID, Key: wantID}}, fakehost.Inputs[activities.LockInput](h, "Lock"))
+			assert.Equal(t, []activities.UnlockInput{{DomID: testDomID, Key: wantID}}, fakehost.Inputs[activities.UnlockInput](h, "Unlock"))
+			ej := fakehost.Inputs[activities.EjectInput](h, "Eject")
 			require.Len(t, ej, 1)
 			assert.False(t, ej[0].Force, "Eject forced without being asked")
 
@@ -86,17 +87,17 @@ func TestChangeMediumSuccess(t *testing.T) {
 			if tt.medium != "" && wantFormat == "" {
 				wantFormat = activities.FormatRaw
 			}
-			insp := inputs[activities.InspectInput](h, "Inspect")
+			insp := fakehost.Inputs[activities.InspectInput](h, "Inspect")
 			require.Len(t, insp, 1)
 			assert.Equal(t, activities.InspectInput{Host: testHost, DomID: testDomID, Vdev: testVdev, Medium: tt.medium, Format: wantFormat}, insp[0])
 
-			rec := inputs[activities.RecordInput](h, "Record")
+			rec := fakehost.Inputs[activities.RecordInput](h, "Record")
 			require.Len(t, rec, 1)
-			assert.Equal(t, h.params(tt.medium), rec[0].Params)
+			assert.Equal(t, h.Params(tt.medium), rec[0].Params)
 			assert.Equal(t, tt.medium, rec[0].Medium)
 			assert.Equal(t, wantFormat, rec[0].Format)
 
-			ver := inputs[activities.VerifyInput](h, "Verify")
+			ver := fakehost.Inputs[activities.VerifyInput](h, "Verify")
 			require.Len(t, ver, 1)
 			wantFile := ""
 			if tt.medium != "" {
@@ -106,26 +107,26 @@ func TestChangeMediumSuccess(t *testing.T) {
 
 			switch tt.kind {
 			case activities.KindStubdom:
-				att := inputs[activities.AttachVBDInput](h, "AttachVBD")
+				att := fakehost.Inputs[activities.AttachVBDInput](h, "AttachVBD")
 				require.Len(t, att, 1)
-				assert.Equal(t, h.params(tt.medium), att[0].Params)
-				wait := inputs[activities.WaitFdsetInput](h, "WaitFdset")
+				assert.Equal(t, h.Params(tt.medium), att[0].Params)
+				wait := fakehost.Inputs[activities.WaitFdsetInput](h, "WaitFdset")
 				require.Len(t, wait, 1)
 				assert.Equal(t, []int64{stubOldFdset}, wait[0].KnownFdsets)
 				assert.Equal(t, 50*time.Millisecond, wait[0].Interval)
 				if tt.medium != "" {
-					cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+					cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 					require.Len(t, cm, 1)
 					assert.Equal(t, int64(10), cm[0].FdsetID)
 					assert.Equal(t, activities.FormatHostDevice, cm[0].Format)
 				}
 			case activities.KindDom0:
 				if tt.medium != "" {
-					add := inputs[activities.AddFDInput](h, "AddFD")
+					add := fakehost.Inputs[activities.AddFDInput](h, "AddFD")
 					require.Len(t, add, 1)
 					assert.Equal(t, tt.medium, add[0].Medium)
 					assert.Equal(t, wantFormat, add[0].Format)
-					cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+					cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 					require.Len(t, cm, 1)
 					assert.Equal(t, int64(20), cm[0].FdsetID)
 					assert.Equal(t, wantFormat, cm[0].Format)
@@ -150,14 +151,14 @@ func TestChangeMediumRefused(t *testing.T) {
 		name      string
 		kind      activities.Kind
 		mutate    func(*workflows.ChangeMediumInput)
-		inspect   hook
+		inspect   fakehost.Hook
 		calls     []string
 		causeType string
 	}{
 		{
 			name:      "traditional refused by Inspect",
 			kind:      activities.KindTraditional,
-			inspect:   failWith(activities.ErrUnsupportedDeviceModel),
+			inspect:   fakehost.FailWith(activities.ErrUnsupportedDeviceModel),
 			calls:     []string{"Inspect"},
 			causeType: activities.ErrUnsupportedDeviceModel,
 		},
@@ -170,14 +171,14 @@ func TestChangeMediumRefused(t *testing.T) {
 		{
 			name:      "medium outside roots",
 			kind:      activities.KindStubdom,
-			inspect:   failWith(activities.ErrMediumOutsideRoots),
+			inspect:   fakehost.FailWith(activities.ErrMediumOutsideRoots),
 			calls:     []string{"Inspect"},
 			causeType: activities.ErrMediumOutsideRoots,
 		},
 		{
 			name:      "not a cdrom",
 			kind:      activities.KindDom0,
-			inspect:   failWith(activities.ErrNotCDROM),
+			inspect:   fakehost.FailWith(activities.ErrNotCDROM),
 			calls:     []string{"Inspect"},
 			causeType: activities.ErrNotCDROM,
 		},
@@ -204,7 +205,7 @@ func TestChangeMediumRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newFakeHost(tt.kind)
 			if tt.inspect != nil {
-				h.on("Inspect", tt.inspect)
+				h.On("Inspect", tt.inspect)
 			}
 			in := testInput()
 			if tt.mutate != nil {
@@ -215,7 +216,7 @@ func TestChangeMediumRefused(t *testing.T) {
 
 			appErr := requireAppError(t, r.err, workflows.ErrRefused)
 			assert.Equal(t, tt.causeType, workflows.CauseType(r.err))
-			assert.Equal(t, tt.calls, h.names(), "nothing but Inspect may run")
+			assert.Equal(t, tt.calls, h.Names(), "nothing but Inspect may run")
 			assert.Equal(t, workflows.OutcomeRefused, r.res.Outcome)
 			assert.Equal(t, tt.causeType, r.res.ErrorType)
 			assert.NotEmpty(t, r.res.Error)
@@ -226,11 +227,11 @@ func TestChangeMediumRefused(t *testing.T) {
 
 func TestChangeMediumInPlace(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.inPlace = true
+	h.InPlace = true
 	r := runChange(t, h)
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeUnchanged, r.res.Outcome)
-	assert.Equal(t, []string{"Inspect"}, h.names())
+	assert.Equal(t, []string{"Inspect"}, h.Names())
 }
 
 func TestChangeMediumTrayLocked(t *testing.T) {
@@ -244,7 +245,7 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 
 	t.Run("forced", func(t *testing.T) {
 		h := newFakeHost(activities.KindStubdom)
-		h.on("Eject", lockedUnlessForced)
+		h.On("Eject", lockedUnlessForced)
 		in := testInput()
 		in.Force = true
 		_, r := newEnv(t, h, in)
@@ -252,14 +253,14 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 		require.NoError(t, r.err)
 		assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
 
-		ej := inputs[activities.EjectInput](h, "Eject")
+		ej := fakehost.Inputs[activities.EjectInput](h, "Eject")
 		require.Len(t, ej, 6, "5 attempts unforced, then one forced")
 		for i, e := range ej[:5] {
 			assert.False(t, e.Force, "attempt %d forced", i+1)
 		}
 		assert.True(t, ej[5].Force)
 		// The rest of the swap ran once.
-		assert.Equal(t, concat(stubdomInsert[:2], []string{"Eject", "Eject", "Eject", "Eject", "Eject", "Eject"}, stubdomInsert[3:]), h.names())
+		assert.Equal(t, concat(stubdomInsert[:2], []string{"Eject", "Eject", "Eject", "Eject", "Eject", "Eject"}, stubdomInsert[3:]), h.Names())
 
 		require.Equal(t, "Eject", r.res.Steps[2].Name)
 		assert.Equal(t, int32(5), r.res.Steps[2].Attempts)
@@ -273,7 +274,7 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 
 	t.Run("not forced", func(t *testing.T) {
 		h := newFakeHost(activities.KindStubdom)
-		h.on("Eject", lockedUnlessForced)
+		h.On("Eject", lockedUnlessForced)
 		r := runChange(t, h)
 
 		appErr := requireAppError(t, r.err, workflows.ErrSwapFailed)
@@ -281,8 +282,8 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 		assert.Contains(t, appErr.Error(), "retry with force")
 		assert.Equal(t, workflows.OutcomeFailed, r.res.Outcome)
 		// Nothing was detached: the drive is untouched, and the lock is released.
-		assert.Equal(t, []string{"Inspect", "Lock", "Eject", "Eject", "Eject", "Eject", "Eject", "Unlock"}, h.names())
-		for _, e := range inputs[activities.EjectInput](h, "Eject") {
+		assert.Equal(t, []string{"Inspect", "Lock", "Eject", "Eject", "Eject", "Eject", "Eject", "Unlock"}, h.Names())
+		for _, e := range fakehost.Inputs[activities.EjectInput](h, "Eject") {
 			assert.False(t, e.Force)
 		}
 		assert.Equal(t, []string{string(workflows.OutcomeFailed)}, r.outcomes)
@@ -291,22 +292,22 @@ func TestChangeMediumTrayLocked(t *testing.T) {
 
 func TestChangeMediumLockBusy(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
-	h.on("Lock", func(ctx context.Context, n int, in any) error {
+	h.On("Lock", func(ctx context.Context, n int, in any) error {
 		return activities.NewError(ctx, activities.ErrLockBusy, true, nil, "libxl-device-changes-lock of domain 7 is held by another process")
 	})
 	r := runChange(t, h)
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailed, r.res.Outcome)
 	assert.Equal(t, activities.ErrLockBusy, workflows.CauseType(r.err))
-	names := h.names()
+	names := h.Names()
 	assert.NotContains(t, names, "Eject")
 	assert.Equal(t, "Unlock", names[len(names)-1])
-	assert.Len(t, inputs[activities.LockInput](h, "Lock"), 30, "Lock attempts")
+	assert.Len(t, fakehost.Inputs[activities.LockInput](h, "Lock"), 30, "Lock attempts")
 }
 
 func TestChangeMediumWaitFdsetTimeoutRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.on("WaitFdset", failCalls(1, activities.ErrFdsetTimeout, false, "no new fdset with opaque stub-devid:5632 after 25s: does the stubdom add-fd its cdrom?"))
+	h.On("WaitFdset", fakehost.FailCalls(1, activities.ErrFdsetTimeout, false, "no new fdset with opaque stub-devid:5632 after 25s: does the stubdom add-fd its cdrom?"))
 	r := runChange(t, h)
 
 	appErr := requireAppError(t, r.err, workflows.ErrSwapFailedRestored)
@@ -314,7 +315,7 @@ func TestChangeMediumWaitFdsetTimeoutRestores(t *testing.T) {
 	assert.Contains(t, appErr.Error(), "failed at WaitFdset")
 	assert.Contains(t, appErr.Error(), "the old medium "+oldISO+" was put back")
 
-	assert.Equal(t, concat(stubdomInsert[:7], stubdomRestore, []string{"Unlock"}), h.names())
+	assert.Equal(t, concat(stubdomInsert[:7], stubdomRestore, []string{"Unlock"}), h.Names())
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
 	assert.Equal(t, activities.ErrFdsetTimeout, r.res.ErrorType)
 	assert.Equal(t, []string{string(workflows.OutcomeFailedRestored)}, r.outcomes)
@@ -324,26 +325,26 @@ func TestChangeMediumWaitFdsetTimeoutRestores(t *testing.T) {
 // assertRestoredOld checks the restore calls of a stubdom run that failed after the detach:
 // the old params went back in, the known fdsets were skipped, and the old medium was
 // recorded and verified.
-func assertRestoredOld(t *testing.T, h *fakeHost, r *run, wantKnown []int64) {
+func assertRestoredOld(t *testing.T, h *fakehost.Host, r *run, wantKnown []int64) {
 	t.Helper()
-	ej := inputs[activities.EjectInput](h, "Eject")
+	ej := fakehost.Inputs[activities.EjectInput](h, "Eject")
 	assert.True(t, ej[len(ej)-1].Force, "restore ejects by force")
-	att := inputs[activities.AttachVBDInput](h, "AttachVBD")
+	att := fakehost.Inputs[activities.AttachVBDInput](h, "AttachVBD")
 	require.Len(t, att, 2)
 	assert.Equal(t, newISO, att[0].Params)
 	assert.Equal(t, oldISO, att[1].Params, "restore attaches the old params")
-	wait := inputs[activities.WaitFdsetInput](h, "WaitFdset")
+	wait := fakehost.Inputs[activities.WaitFdsetInput](h, "WaitFdset")
 	require.NotEmpty(t, wait)
 	assert.Equal(t, wantKnown, wait[len(wait)-1].KnownFdsets)
-	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+	cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 	require.NotEmpty(t, cm)
 	last := cm[len(cm)-1]
 	assert.Equal(t, activities.FormatHostDevice, last.Format)
-	rec := inputs[activities.RecordInput](h, "Record")
+	rec := fakehost.Inputs[activities.RecordInput](h, "Record")
 	require.Len(t, rec, 1)
-	assert.Equal(t, activities.RecordInput{Drive: h.drive(), Key: workflows.WorkflowID(testHost, testDomID, testVdev),
+	assert.Equal(t, activities.RecordInput{Drive: h.Drive(), Key: workflows.WorkflowID(testHost, testDomID, testVdev),
 		Medium: oldISO, Format: activities.FormatRaw, Params: oldISO}, rec[0])
-	ver := inputs[activities.VerifyInput](h, "Verify")
+	ver := fakehost.Inputs[activities.VerifyInput](h, "Verify")
 	require.Len(t, ver, 1)
 	assert.Equal(t, activities.FdsetFilename(last.FdsetID), ver[0].Filename)
 	assert.Equal(t, last.FdsetID, r.res.FdsetID)
@@ -357,7 +358,7 @@ func assertRestoredOld(t *testing.T, h *fakeHost, r *run, wantKnown []int64) {
 
 func TestChangeMediumAttachFailureRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.on("AttachVBD", func(ctx context.Context, n int, in any) error {
+	h.On("AttachVBD", func(ctx context.Context, n int, in any) error {
 		if in.(activities.AttachVBDInput).Params == newISO {
 			return activities.NewError(ctx, activities.ErrHotplugFailed, false, nil, "hotplug-status error: /isos/new.iso: no loop device")
 		}
@@ -369,15 +370,15 @@ func TestChangeMediumAttachFailureRestores(t *testing.T) {
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
 	assert.Equal(t, activities.ErrHotplugFailed, workflows.CauseType(r.err))
 	restore := []string{"Eject", "ReleaseFdset", "DetachVBD", "AttachVBD", "WaitFdset", "ChangeMedium", "Record", "Verify"}
-	assert.Equal(t, concat(stubdomInsert[:6], restore, []string{"Unlock"}), h.names())
+	assert.Equal(t, concat(stubdomInsert[:6], restore, []string{"Unlock"}), h.Names())
 	assertRestoredOld(t, h, r, []int64{stubOldFdset})
-	att := inputs[activities.AttachVBDInput](h, "AttachVBD")
+	att := fakehost.Inputs[activities.AttachVBDInput](h, "AttachVBD")
 	assert.Equal(t, oldISO, att[1].Params)
 }
 
 func TestChangeMediumRestoreFails(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.on("AttachVBD", failWith(activities.ErrHotplugFailed))
+	h.On("AttachVBD", fakehost.FailWith(activities.ErrHotplugFailed))
 	r := runChange(t, h)
 
 	appErr := requireAppError(t, r.err, workflows.ErrRestoreFailed)
@@ -388,8 +389,8 @@ func TestChangeMediumRestoreFails(t *testing.T) {
 	assert.Contains(t, appErr.Error(), r.res.Action)
 
 	round := []string{"Eject", "ReleaseFdset", "DetachVBD", "AttachVBD"}
-	assert.Equal(t, concat(stubdomInsert[:6], round, round, round, []string{"Unlock"}), h.names())
-	att := inputs[activities.AttachVBDInput](h, "AttachVBD")
+	assert.Equal(t, concat(stubdomInsert[:6], round, round, round, []string{"Unlock"}), h.Names())
+	att := fakehost.Inputs[activities.AttachVBDInput](h, "AttachVBD")
 	require.Len(t, att, 4)
 	for _, a := range att[1:] {
 		assert.Equal(t, oldISO, a.Params)
@@ -401,13 +402,13 @@ func TestChangeMediumRestoreRetriesLonger(t *testing.T) {
 	// A DetachVBD that stays busy in the swap and for a while during the restore: the
 	// restore's longer policy outlasts it.
 	h := newFakeHost(activities.KindStubdom)
-	h.on("DetachVBD", failCalls(6, activities.ErrVBDBusy, true, "backend of vbd 5632 still state 5 after 10s"))
+	h.On("DetachVBD", fakehost.FailCalls(6, activities.ErrVBDBusy, true, "backend of vbd 5632 still state 5 after 10s"))
 	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
 	assert.Equal(t, activities.ErrVBDBusy, r.res.ErrorType)
-	assert.Len(t, inputs[activities.DetachVBDInput](h, "DetachVBD"), 7, "3 swap attempts, then 4 restore attempts")
+	assert.Len(t, fakehost.Inputs[activities.DetachVBDInput](h, "DetachVBD"), 7, "3 swap attempts, then 4 restore attempts")
 	var detachSteps []workflows.StepRecord
 	for _, s := range r.res.Steps {
 		if s.Name == "DetachVBD" {
@@ -422,21 +423,21 @@ func TestChangeMediumRestoreRetriesLonger(t *testing.T) {
 
 func TestChangeMediumDom0FdsetGoneRedoesAddFD(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
-	h.on("ChangeMedium", failCalls(1, activities.ErrFdsetGone, false, "fdset 20 is gone from QEMU"))
+	h.On("ChangeMedium", fakehost.FailCalls(1, activities.ErrFdsetGone, false, "fdset 20 is gone from QEMU"))
 	r := runChange(t, h)
 
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
-	assert.Equal(t, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}, h.names())
-	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+	assert.Equal(t, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}, h.Names())
+	cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 	assert.Equal(t, int64(21), cm[1].FdsetID)
 	assert.Equal(t, int64(21), r.res.FdsetID)
-	assert.Equal(t, activities.FdsetFilename(21), inputs[activities.VerifyInput](h, "Verify")[0].Filename)
+	assert.Equal(t, activities.FdsetFilename(21), fakehost.Inputs[activities.VerifyInput](h, "Verify")[0].Filename)
 }
 
 func TestChangeMediumDom0VerifyFailureRestores(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
-	h.on("Verify", func(ctx context.Context, n int, in any) error {
+	h.On("Verify", func(ctx context.Context, n int, in any) error {
 		if in.(activities.VerifyInput).Filename == activities.FdsetFilename(20) {
 			return activities.NewError(ctx, activities.ErrVerifyMismatch, true, nil, "ide-5632 holds nothing, want /dev/fdset/20")
 		}
@@ -447,30 +448,30 @@ func TestChangeMediumDom0VerifyFailureRestores(t *testing.T) {
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
 	restore := []string{"Eject", "AddFD", "ChangeMedium", "Record", "Verify"}
-	assert.Equal(t, concat(dom0Insert[:6], []string{"Verify", "Verify", "Verify"}, restore, []string{"Unlock"}), h.names())
-	add := inputs[activities.AddFDInput](h, "AddFD")
+	assert.Equal(t, concat(dom0Insert[:6], []string{"Verify", "Verify", "Verify"}, restore, []string{"Unlock"}), h.Names())
+	add := fakehost.Inputs[activities.AddFDInput](h, "AddFD")
 	require.Len(t, add, 2)
 	assert.Equal(t, oldISO, add[1].Medium)
 	assert.Equal(t, activities.FormatRaw, add[1].Format)
-	rec := inputs[activities.RecordInput](h, "Record")
+	rec := fakehost.Inputs[activities.RecordInput](h, "Record")
 	require.Len(t, rec, 2)
 	assert.Equal(t, "aio:"+oldISO, rec[1].Params)
-	ver := inputs[activities.VerifyInput](h, "Verify")
+	ver := fakehost.Inputs[activities.VerifyInput](h, "Verify")
 	assert.Equal(t, activities.FdsetFilename(21), ver[len(ver)-1].Filename)
 }
 
 func TestChangeMediumDom0RestoreOfEmptyDrive(t *testing.T) {
 	h := newFakeHost(activities.KindDom0)
-	h.oldMedium = ""
-	h.on("ChangeMedium", failWith(activities.ErrFormatMismatch))
+	h.EmptyDrive = true
+	h.On("ChangeMedium", fakehost.FailWith(activities.ErrFormatMismatch))
 	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
 	assert.Contains(t, r.err.Error(), "the drive was left empty")
-	assert.Equal(t, concat(dom0Insert[:5], []string{"Eject", "Record", "Verify", "Unlock"}), h.names())
-	ver := inputs[activities.VerifyInput](h, "Verify")
-	assert.Equal(t, []activities.VerifyInput{{Drive: h.drive(), Filename: ""}}, ver)
+	assert.Equal(t, concat(dom0Insert[:5], []string{"Eject", "Record", "Verify", "Unlock"}), h.Names())
+	ver := fakehost.Inputs[activities.VerifyInput](h, "Verify")
+	assert.Equal(t, []activities.VerifyInput{{Drive: h.Drive(), Filename: ""}}, ver)
 }
 
 func TestChangeMediumCanceledMidSwapRestores(t *testing.T) {
@@ -484,7 +485,7 @@ func TestChangeMediumCanceledMidSwapRestores(t *testing.T) {
 	var canceled *temporal.CanceledError
 	require.True(t, errors.As(r.err, &canceled), "error %v is not a CanceledError", r.err)
 	assert.Equal(t, workflows.OutcomeCanceled, r.res.Outcome)
-	assert.Equal(t, concat(stubdomInsert[:7], stubdomRestore, []string{"Unlock"}), h.names())
+	assert.Equal(t, concat(stubdomInsert[:7], stubdomRestore, []string{"Unlock"}), h.Names())
 	assertRestoredOld(t, h, r, []int64{stubOldFdset})
 	assert.Equal(t, "Canceled", r.res.Steps[6].ErrorType)
 	assert.Equal(t, []string{string(workflows.OutcomeCanceled)}, r.outcomes)
@@ -500,7 +501,7 @@ func TestChangeMediumCanceledBeforeLock(t *testing.T) {
 	var canceled *temporal.CanceledError
 	require.True(t, errors.As(r.err, &canceled), "error %v is not a CanceledError", r.err)
 	assert.Equal(t, workflows.OutcomeCanceled, r.res.Outcome)
-	assert.Equal(t, []string{"Inspect"}, h.names(), "nothing to restore or unlock")
+	assert.Equal(t, []string{"Inspect"}, h.Names(), "nothing to restore or unlock")
 }
 
 func TestChangeMediumProgressQuery(t *testing.T) {
@@ -509,7 +510,7 @@ func TestChangeMediumProgressQuery(t *testing.T) {
 	env, r := newEnv(t, h, in)
 	var live workflows.Progress
 	var liveErr error
-	h.on("WaitFdset", func(ctx context.Context, n int, in any) error {
+	h.On("WaitFdset", func(ctx context.Context, n int, in any) error {
 		// Ask while the step runs, as `cdswap watch` would.
 		v, err := env.QueryWorkflow(workflows.ProgressQuery)
 		if err != nil {
@@ -542,21 +543,21 @@ func TestChangeMediumNoSearchAttributesNoUpsert(t *testing.T) {
 	in := testInput()
 	env := newTestEnv()
 	workflows.Register(env)
-	h.register(env)
+	h.Register(env)
 	upserts := 0
 	env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil).Run(func(mock.Arguments) { upserts++ }).Maybe()
 	env.ExecuteWorkflow(workflows.ChangeMedium, in)
 	require.True(t, env.IsWorkflowCompleted())
 	require.NoError(t, env.GetWorkflowError())
 	assert.Equal(t, 0, upserts, "upserted an attribute the starter did not set")
-	assert.Equal(t, dom0Insert, h.names())
+	assert.Equal(t, dom0Insert, h.Names())
 }
 
 func TestChangeMediumStubdomChangeFailureSkipsNewFdset(t *testing.T) {
 	// The new medium's fdset (10) was published but could not be inserted: the restore must
 	// not take it for the old medium's.
 	h := newFakeHost(activities.KindStubdom)
-	h.on("ChangeMedium", func(ctx context.Context, n int, in any) error {
+	h.On("ChangeMedium", func(ctx context.Context, n int, in any) error {
 		if in.(activities.ChangeMediumInput).FdsetID == 10 {
 			return activities.NewError(ctx, activities.ErrFormatMismatch, false, nil, "QEMU refused fdset 10")
 		}
@@ -566,9 +567,9 @@ func TestChangeMediumStubdomChangeFailureSkipsNewFdset(t *testing.T) {
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
-	assert.Equal(t, concat(stubdomInsert[:8], stubdomRestore, []string{"Unlock"}), h.names())
+	assert.Equal(t, concat(stubdomInsert[:8], stubdomRestore, []string{"Unlock"}), h.Names())
 	assertRestoredOld(t, h, r, []int64{stubOldFdset, 10})
-	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+	cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 	require.Len(t, cm, 2)
 	assert.Equal(t, int64(11), cm[1].FdsetID, "the old medium goes in from the set published after the restore's attach")
 }
@@ -577,14 +578,14 @@ func TestChangeMediumStubdomFdsetGoneCyclesTheVBD(t *testing.T) {
 	// A worker crash between WaitFdset and ChangeMedium loses the stubdom's fdset (QEMU <
 	// 9.1): the run detaches and re-attaches the PV disk so the stubdom publishes a new one.
 	h := newFakeHost(activities.KindStubdom)
-	h.on("ChangeMedium", failCalls(1, activities.ErrFdsetGone, false, "fdset 10 is gone from QEMU"))
+	h.On("ChangeMedium", fakehost.FailCalls(1, activities.ErrFdsetGone, false, "fdset 10 is gone from QEMU"))
 	r := runChange(t, h)
 
 	require.NoError(t, r.err)
 	assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
 	cycle := []string{"ReleaseFdset", "DetachVBD", "AttachVBD", "WaitFdset", "ChangeMedium"}
-	assert.Equal(t, concat(stubdomInsert[:8], cycle, stubdomInsert[8:]), h.names())
-	cm := inputs[activities.ChangeMediumInput](h, "ChangeMedium")
+	assert.Equal(t, concat(stubdomInsert[:8], cycle, stubdomInsert[8:]), h.Names())
+	cm := fakehost.Inputs[activities.ChangeMediumInput](h, "ChangeMedium")
 	require.Len(t, cm, 2)
 	assert.Equal(t, int64(11), cm[1].FdsetID)
 	assert.Equal(t, int64(11), r.res.FdsetID)
@@ -593,10 +594,10 @@ func TestChangeMediumStubdomFdsetGoneCyclesTheVBD(t *testing.T) {
 func TestChangeMediumStubdomFdsetGoneEveryRoundRestores(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
 	// Every forward round fails; the restore's ChangeMedium (the 4th) works.
-	h.on("ChangeMedium", failCalls(3, activities.ErrFdsetGone, false, "fdset is gone from QEMU"))
+	h.On("ChangeMedium", fakehost.FailCalls(3, activities.ErrFdsetGone, false, "fdset is gone from QEMU"))
 	r := runChange(t, h)
 
 	require.Error(t, r.err)
 	assert.Equal(t, workflows.OutcomeFailedRestored, r.res.Outcome)
-	assert.Len(t, inputs[activities.AttachVBDInput](h, "AttachVBD"), 4, "three forward rounds, then the restore")
+	assert.Len(t, fakehost.Inputs[activities.AttachVBDInput](h, "AttachVBD"), 4, "three forward rounds, then the restore")
 }

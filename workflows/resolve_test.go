@@ -11,15 +11,16 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/workflows"
 )
 
 // resolve runs ResolveDrive against h and returns its result and error.
-func resolve(t *testing.T, h *fakeHost, in workflows.ResolveDriveInput) (workflows.ResolveDriveResult, error) {
+func resolve(t *testing.T, h *fakehost.Host, in workflows.ResolveDriveInput) (workflows.ResolveDriveResult, error) {
 	t.Helper()
 	env := newTestEnv()
 	workflows.Register(env)
-	h.register(env)
+	h.Register(env)
 	env.ExecuteWorkflow(workflows.ResolveDriveName, in)
 	require.True(t, env.IsWorkflowCompleted())
 	var res workflows.ResolveDriveResult
@@ -37,14 +38,14 @@ func TestResolveDrive(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, workflows.ResolveDriveResult{DomID: testDomID, Name: testDomain, DevID: testDevID, Kind: activities.KindStubdom}, res)
 	assert.Equal(t, []activities.ResolveDriveInput{{Host: testHost, Domain: testDomain, Vdev: testVdev}},
-		inputs[activities.ResolveDriveInput](h, "ResolveDrive"))
+		fakehost.Inputs[activities.ResolveDriveInput](h, "ResolveDrive"))
 }
 
 func TestResolveDriveErrors(t *testing.T) {
 	tests := []struct {
 		name     string
 		in       workflows.ResolveDriveInput
-		hook     hook
+		hook     fakehost.Hook
 		calls    int
 		wantType string
 		// causeType is CauseType's answer when it differs from wantType.
@@ -54,14 +55,14 @@ func TestResolveDriveErrors(t *testing.T) {
 		{
 			name:     "no such domain",
 			in:       workflows.ResolveDriveInput{Host: testHost, Domain: "nope", Vdev: testVdev},
-			hook:     failWith(activities.ErrNoSuchDomain),
+			hook:     fakehost.FailWith(activities.ErrNoSuchDomain),
 			calls:    1,
 			wantType: activities.ErrNoSuchDomain,
 		},
 		{
 			name:     "no such drive",
 			in:       workflows.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: "hdd"},
-			hook:     failWith(activities.ErrNoSuchDrive),
+			hook:     fakehost.FailWith(activities.ErrNoSuchDrive),
 			calls:    1,
 			wantType: activities.ErrNoSuchDrive,
 		},
@@ -102,7 +103,7 @@ func TestResolveDriveErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newFakeHost(activities.KindDom0)
 			if tt.hook != nil {
-				h.on("ResolveDrive", tt.hook)
+				h.On("ResolveDrive", tt.hook)
 			}
 			_, err := resolve(t, h, tt.in)
 			appErr := requireAppError(t, err, tt.wantType)
@@ -112,7 +113,7 @@ func TestResolveDriveErrors(t *testing.T) {
 			}
 			assert.Equal(t, wantCause, workflows.CauseType(err))
 			assert.Equal(t, tt.noWorker, workflows.IsNoWorker(err), "IsNoWorker(%v)", err)
-			assert.Len(t, h.names(), tt.calls)
+			assert.Len(t, h.Names(), tt.calls)
 			if tt.noWorker {
 				assert.Contains(t, appErr.Error(), "no cdswap-worker is polling host h9 (task queue cdswap-host-h9)")
 			}

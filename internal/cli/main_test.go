@@ -3,10 +3,7 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/devserver"
 	"github.com/cdswap/cdswap/internal/testenv"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -54,42 +52,22 @@ func needServer(t *testing.T) *testsuite.DevServer {
 
 // Fixture values of the fake host.
 const (
-	fakeDomain = "web1"
-	fakeDomID  = 7
-	fakeStubID = 8
-	fakeDevID  = 5632
-	oldISO     = "/isos/old.iso"
-	newISO     = "/isos/new.iso"
-	emptyCDROM = "/var/run/xen/empty-cdrom.7"
+	oldISO = fakehost.OldISO
+	newISO = fakehost.NewISO
 )
 
-// hook may make the n-th call (1-based, all attempts counted) of one activity fail or block.
-type hook func(ctx context.Context, n int) error
-
-// fakeHost answers the activities as a healthy stubdom host would, with canned results,
-// and lets a test break or block any step. Its exported methods are the activities: a
-// worker registers them under their names, which are the activity type names.
-type fakeHost struct {
-	host string
-
-	mu    sync.Mutex // guards the fields below
-	hooks map[string]hook
-	calls map[string]int
-	fdset int64
-}
-
-// startHost runs a worker for host with the real workflows and a fakeHost, until the test
-// ends.
-func startHost(t *testing.T, host string, hooks map[string]hook) *fakeHost {
+// startHost runs a worker for host with the real workflows and a fake host with a stubdom
+// guest, whose activities run hooks, until the test ends.
+func startHost(t *testing.T, host string, hooks map[string]fakehost.Hook) *fakehost.Host {
 	t.Helper()
 	srv := needServer(t)
-	h := &fakeHost{host: host, hooks: hooks, calls: map[string]int{}, fdset: 10}
-	if h.hooks == nil {
-		h.hooks = map[string]hook{}
+	h := &fakehost.Host{Name: host, Kind: activities.KindStubdom}
+	for name, f := range hooks {
+		h.On(name, f)
 	}
 	w := worker.New(srv.Client(), activities.TaskQueue(host), worker.Options{})
 	workflows.Register(w)
-	w.RegisterActivity(h)
+	h.Register(w)
 	if err := w.Start(); err != nil {
 		t.Fatalf("start the worker of %s: %v", host, err)
 	}
@@ -97,146 +75,11 @@ func startHost(t *testing.T, host string, hooks map[string]hook) *fakeHost {
 	return h
 }
 
-// enter counts a call and runs its hook.
-func (h *fakeHost) enter(ctx context.Context, name string) (activities.Meta, error) {
-	h.mu.Lock()
-	h.calls[name]++
-	n, f := h.calls[name], h.hooks[name]
-	h.mu.Unlock()
-	if f != nil {
-		if err := f(ctx, n); err != nil {
-			return activities.Meta{}, err
-		}
-	}
-	return activities.NewMeta(ctx), nil
-}
-
-func (h *fakeHost) drive() activities.Drive {
-	return activities.Drive{DomID: fakeDomID, Name: fakeDomain, Vdev: "hdc", DevID: fakeDevID,
-		Kind: activities.KindStubdom, StubDomID: fakeStubID, BackendType: "phy"}
-}
-
-func (h *fakeHost) ResolveDrive(ctx context.Context, in activities.ResolveDriveInput) (activities.ResolveDriveResult, error) {
-	m, err := h.enter(ctx, activities.NameResolveDrive)
-	if err != nil {
-		return activities.ResolveDriveResult{}, err
-	}
-	if in.Domain != fakeDomain && in.Domain != fmt.Sprint(fakeDomID) {
-		return activities.ResolveDriveResult{}, activities.NewError(ctx, activities.ErrNoSuchDomain, false, nil,
-			"no guest named or numbered %q on host %s: xl list shows its guests", in.Domain, h.host)
-	}
-	return activities.ResolveDriveResult{Meta: m, DomID: fakeDomID, Name: fakeDomain, DevID: fakeDevID, Kind: activities.KindStubdom}, nil
-}
-
-func (h *fakeHost) Inspect(ctx context.Context, in activities.InspectInput) (activities.InspectResult, error) {
-	m, err := h.enter(ctx, activities.NameInspect)
-	if err != nil {
-		return activities.InspectResult{}, err
-	}
-	if in.Medium != "" && !strings.HasPrefix(in.Medium, "/isos/") {
-		return activities.InspectResult{}, activities.NewError(ctx, activities.ErrMediumOutsideRoots, false, nil,
-			"medium %s is outside the ISO roots of host %s (/isos): copy it under a root, or start the worker with --iso-root", in.Medium, h.host)
-	}
-	params := in.Medium
-	if params == "" {
-		params = emptyCDROM
-	}
-	format := in.Format
-	if in.Medium == "" {
-		format = ""
-	}
-	return activities.InspectResult{Meta: m, Drive: h.drive(), DMVersion: "qemu_xen", QEMUVersion: "7.2.0",
-		QEMUFile: "/dev/fdset/3", OldMedium: oldISO, OldFormat: activities.FormatRaw, OldParams: oldISO,
-		Fdsets: []int64{3}, Medium: in.Medium, Format: format, NewParams: params}, nil
-}
-
-func (h *fakeHost) Lock(ctx context.Context, _ activities.LockInput) (activities.LockResult, error) {
-	m, err := h.enter(ctx, activities.NameLock)
-	return activities.LockResult{Meta: m, Path: "/var/lib/xen/userdata-l.7.u.libxl-device-changes-lock"}, err
-}
-
-func (h *fakeHost) Unlock(ctx context.Context, _ activities.UnlockInput) (activities.UnlockResult, error) {
-	m, err := h.enter(ctx, activities.NameUnlock)
-	return activities.UnlockResult{Meta: m, WasHeld: true}, err
-}
-
-func (h *fakeHost) Eject(ctx context.Context, _ activities.EjectInput) (activities.EjectResult, error) {
-	m, err := h.enter(ctx, activities.NameEject)
-	return activities.EjectResult{Meta: m}, err
-}
-
-func (h *fakeHost) ReleaseFdset(ctx context.Context, _ activities.ReleaseFdsetInput) (activities.ReleaseFdsetResult, error) {
-	m, err := h.enter(ctx, activities.NameReleaseFdset)
-	return activities.ReleaseFdsetResult{Meta: m, FdsetIDs: []int64{3}}, err
-}
-
-func (h *fakeHost) DetachVBD(ctx context.Context, _ activities.DetachVBDInput) (activities.DetachVBDResult, error) {
-	m, err := h.enter(ctx, activities.NameDetachVBD)
-	return activities.DetachVBDResult{Meta: m, Params: oldISO}, err
-}
-
-func (h *fakeHost) AttachVBD(ctx context.Context, _ activities.AttachVBDInput) (activities.AttachVBDResult, error) {
-	m, err := h.enter(ctx, activities.NameAttachVBD)
-	return activities.AttachVBDResult{Meta: m}, err
-}
-
-func (h *fakeHost) WaitFdset(ctx context.Context, _ activities.WaitFdsetInput) (activities.WaitFdsetResult, error) {
-	m, err := h.enter(ctx, activities.NameWaitFdset)
-	if err != nil {
-		return activities.WaitFdsetResult{}, err
-	}
-	h.mu.Lock()
-	id := h.fdset
-	h.fdset++
-	h.mu.Unlock()
-	return activities.WaitFdsetResult{Meta: m, FdsetID: id, Polls: 2}, nil
-}
-
-func (h *fakeHost) AddFD(ctx context.Context, _ activities.AddFDInput) (activities.AddFDResult, error) {
-	m, err := h.enter(ctx, activities.NameAddFD)
-	return activities.AddFDResult{Meta: m, FdsetID: 20}, err
-}
-
-func (h *fakeHost) ChangeMedium(ctx context.Context, in activities.ChangeMediumInput) (activities.ChangeMediumResult, error) {
-	m, err := h.enter(ctx, activities.NameChangeMedium)
-	return activities.ChangeMediumResult{Meta: m, Filename: activities.FdsetFilename(in.FdsetID)}, err
-}
-
-func (h *fakeHost) Record(ctx context.Context, _ activities.RecordInput) (activities.RecordResult, error) {
-	m, err := h.enter(ctx, activities.NameRecord)
-	return activities.RecordResult{Meta: m, Changed: true}, err
-}
-
-func (h *fakeHost) Verify(ctx context.Context, in activities.VerifyInput) (activities.VerifyResult, error) {
-	m, err := h.enter(ctx, activities.NameVerify)
-	return activities.VerifyResult{Meta: m, File: in.Filename}, err
-}
-
-// failOnce fails the first call of a step with a retryable error of type errType.
-func failOnce(errType, msg string) hook {
-	return func(ctx context.Context, n int) error {
-		if n == 1 {
-			return activities.NewError(ctx, errType, true, nil, "%s", msg)
-		}
-		return nil
-	}
-}
-
-// failFirst fails the first call of a step for good.
-func failFirst(errType, msg string) hook {
-	return func(ctx context.Context, n int) error {
-		if n == 1 {
-			return activities.NewError(ctx, errType, false, nil, "%s", msg)
-		}
-		return nil
-	}
-}
-
 // blockFirst makes the first call of a step signal entered, then heartbeat until its
 // context ends (a cancellation reaches an activity through its heartbeat) or release is
 // closed.
-func blockFirst(entered chan<- struct{}, release <-chan struct{}) hook {
-	return func(ctx context.Context, n int) error {
+func blockFirst(entered chan<- struct{}, release <-chan struct{}) fakehost.Hook {
+	return func(ctx context.Context, n int, _ any) error {
 		if n != 1 {
 			return nil
 		}

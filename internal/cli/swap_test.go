@@ -15,6 +15,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/testenv"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -131,8 +132,8 @@ func stepsOf(out string) []string {
 }
 
 func TestInsertWait(t *testing.T) {
-	startHost(t, "h-wait", map[string]hook{
-		activities.NameEject: failOnce(activities.ErrTrayLocked, "the guest keeps the tray of hdc locked"),
+	startHost(t, "h-wait", map[string]fakehost.Hook{
+		activities.NameEject: fakehost.FailCalls(1, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"),
 	})
 	t.Parallel()
 	r := run(t, "insert", "--host", "h-wait", "--domain", "7", "--vdev", "hdc", "--medium", newISO,
@@ -197,7 +198,7 @@ func TestInsertNoWaitJSON(t *testing.T) {
 
 func TestDuplicateRefused(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
-	startHost(t, "h-dup", map[string]hook{activities.NameLock: blockFirst(entered, release)})
+	startHost(t, "h-dup", map[string]fakehost.Hook{activities.NameLock: blockFirst(entered, release)})
 	t.Parallel()
 	first := run(t, "insert", "--host", "h-dup", "--domain", "web1", "--vdev", "hdc", "--medium", newISO, "--reason", "first")
 	require.Equal(t, ExitOK, first.code, "stderr %s", first.stderr)
@@ -226,7 +227,7 @@ func TestDuplicateRefused(t *testing.T) {
 
 func TestCancelRestores(t *testing.T) {
 	entered := make(chan struct{})
-	startHost(t, "h-cancel", map[string]hook{activities.NameWaitFdset: blockFirst(entered, nil)})
+	startHost(t, "h-cancel", map[string]fakehost.Hook{activities.NameWaitFdset: blockFirst(entered, nil)})
 	t.Parallel()
 	r := run(t, "insert", "--host", "h-cancel", "--domain", "web1", "--vdev", "hdc", "--medium", newISO)
 	require.Equal(t, ExitOK, r.code, "stderr %s", r.stderr)
@@ -321,9 +322,9 @@ func TestStatusAndList(t *testing.T) {
 }
 
 func TestRollbackHistory(t *testing.T) {
-	startHost(t, "h-rb", map[string]hook{
-		activities.NameEject:     failOnce(activities.ErrTrayLocked, "the guest keeps the tray of hdc locked"),
-		activities.NameWaitFdset: failFirst(activities.ErrFdsetTimeout, "the stubdom of web1 published no new fdset for hdc in 25s: check its add-fd hook"),
+	startHost(t, "h-rb", map[string]fakehost.Hook{
+		activities.NameEject:     fakehost.FailCalls(1, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"),
+		activities.NameWaitFdset: fakehost.FailCalls(1, activities.ErrFdsetTimeout, false, "the stubdom of web1 published no new fdset for hdc in 25s: check its add-fd hook"),
 	})
 	t.Parallel()
 	r := run(t, "insert", "--host", "h-rb", "--domain", "web1", "--vdev", "hdc", "--medium", newISO,
@@ -409,8 +410,8 @@ func TestDevServerCommand(t *testing.T) {
 
 func TestInsertWaitTTY(t *testing.T) {
 	srv := needServer(t)
-	startHost(t, "h-tty", map[string]hook{
-		activities.NameWaitFdset: func(ctx context.Context, n int) error {
+	startHost(t, "h-tty", map[string]fakehost.Hook{
+		activities.NameWaitFdset: func(ctx context.Context, n int, _ any) error {
 			if n == 1 {
 				time.Sleep(600 * time.Millisecond) // long enough for a few redraws
 			}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/testenv"
+	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xensim/simqemu/qemuproc"
 )
 
 // The tests in this file run one script against the real QEMU and against the fake, and
@@ -22,41 +23,15 @@ import (
 
 // startQEMU starts QEMU as libxl would for a guest with hdc: an empty read-only ide-cd
 // "ide-5632" on ide.1 unit 0, plus one QMP monitor per socket; bootDisk, when set, is an IDE
-// disk to boot from.
+// disk to boot from. It returns once QEMU listens on every socket.
 func startQEMU(ctx context.Context, t *testing.T, bootDisk string, socks ...string) {
 	t.Helper()
-	args := []string{"-machine", "pc", "-nodefaults", "-display", "none", "-accel", "tcg", "-m", "32"}
-	if bootDisk != "" {
-		args = append(args, "-drive", "if=none,file="+bootDisk+",format=raw,id=hd0",
-			"-device", "ide-hd,drive=hd0,bus=ide.0,unit=0")
-	}
-	args = append(args, "-drive", "if=none,readonly=on,id=ide-5632",
-		"-device", "ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0")
-	for _, s := range socks {
-		args = append(args, "-qmp", "unix:"+s+",server=on,wait=off")
-	}
-	cmd := exec.Command(testenv.RequireQEMU(t), args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	p, err := qemuproc.Start(ctx, qemuproc.Config{Binary: testenv.RequireQEMU(t),
+		CDROMs: []xen.DevID{5632}, BootDisk: bootDisk, Monitors: socks})
+	if err != nil {
 		t.Fatalf("start qemu: %v", err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for _, s := range socks {
-		for {
-			if _, err := os.Stat(s); err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatalf("qemu did not create %s: %v; stderr: %s", s, ctx.Err(), stderr.String())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
+	t.Cleanup(func() { p.Stop() })
 }
 
 var normalisers = []struct {

@@ -23,7 +23,7 @@ func startFake(cfg Config, log *slog.Logger) (*qmptest.Server, error) {
 		if m.Path == "" {
 			continue
 		}
-		if err := srv.Insert(d.QEMUID(), m.Path, mediumFormat(m)); err != nil {
+		if err := srv.Insert(d.QEMUID(), m.Path, m.QEMUFormat()); err != nil {
 			srv.Close()
 			return nil, fmt.Errorf("insert %s into %s: %w", m.Path, d.QEMUID(), err)
 		}

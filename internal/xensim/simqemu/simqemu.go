@@ -3,14 +3,14 @@
 // scriptable fake from qmptest when QEMU is not installed or a test needs faults that only
 // the fake can make (a guest that locks its tray).
 //
-// A real QEMU runs with TCG, a few MiB of guest memory and no disk to boot (SeaBIOS finds
-// nothing and halts), so an idle one costs little CPU. Its QMP monitors listen on private
-// sockets; the public paths given in Config.Monitors are served by an in-process proxy that
-// forwards bytes and SCM_RIGHTS file descriptors both ways, and that understands enough of
-// QMP to drop a connection right after, or instead of, the reply to a chosen command
-// (DropAfter, DropBeforeReply), as a crashing client or a flaky stubdom vchan would. Such a
-// drop has QEMU's own consequences: with no other monitor client left, QEMU 7.2 closes the
-// fds of its fdsets that nothing uses yet.
+// A real QEMU is started by qemuproc, with TCG, a few MiB of guest memory and no disk to
+// boot (SeaBIOS finds nothing and halts), so an idle one costs little CPU. Its QMP monitors
+// listen on private sockets; the public paths given in Config.Monitors are served by an
+// in-process proxy that forwards bytes and SCM_RIGHTS file descriptors both ways, and that
+// understands enough of QMP to drop a connection right after, or instead of, the reply to a
+// chosen command (DropAfter, DropBeforeReply), as a crashing client or a flaky stubdom vchan
+// would. Such a drop has QEMU's own consequences: with no other monitor client left, QEMU
+// 7.2 closes the fds of its fdsets that nothing uses yet.
 package simqemu
 
 import (
@@ -24,6 +24,7 @@ import (
 
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
 	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xensim/simqemu/qemuproc"
 )
 
 // Mode chooses between a real QEMU and the fake.
@@ -37,7 +38,7 @@ const (
 )
 
 // DefaultBinary is the QEMU a real QEMU runs, looked up in $PATH.
-const DefaultBinary = "qemu-system-x86_64"
+const DefaultBinary = qemuproc.DefaultBinary
 
 // DefaultCDROM is the drive a Config without CDROMs gets: hdc, the usual HVM cdrom, whose
 // QEMU id is ide-5632 (the same default as qmptest's).
@@ -45,10 +46,7 @@ const DefaultCDROM xen.DevID = 5632
 
 // Medium is a drive's medium at boot, as libxl puts it on QEMU's command line
 // (-drive ...,file=<Path>,format=<Format>).
-type Medium struct {
-	Path   string // "" = an empty drive
-	Format string // QEMU block driver: raw, qcow2, host_device...; "" = raw
-}
+type Medium = qemuproc.Medium
 
 // Config says what QEMU to start. Its zero value starts an auto-mode QEMU for domain 0 with
 // one empty cdrom (hdc) and no public monitor.
@@ -92,8 +90,9 @@ var ErrNeedsFake = errors.New("needs the fake QEMU")
 // ErrNoQEMU reports that ModeReal was asked for and QEMU is not installed.
 var ErrNoQEMU = errors.New("qemu not found: install qemu-system-x86 (Debian) or use the fake QEMU")
 
-// ErrBadConfig reports a Config that cannot be started.
-var ErrBadConfig = errors.New("bad simulated QEMU config")
+// ErrBadConfig reports a Config that cannot be started: qemuproc's, which a real QEMU's
+// command line may report too.
+var ErrBadConfig = qemuproc.ErrBadConfig
 
 // QEMU is a running guest QEMU, real or fake. Its methods are safe for concurrent use.
 type QEMU struct {
@@ -101,7 +100,7 @@ type QEMU struct {
 	log  *slog.Logger
 	real *realQEMU
 	fake *qmptest.Server
-	done chan struct{} // closed when the QEMU has stopped (fake: when Stop is called)
+	done chan struct{} // the fake's Done, closed when Stop is called
 
 	fakeStop sync.Once // the fake's Stop
 	fakeErr  error     // the fake's Close result, set in fakeStop
@@ -155,7 +154,6 @@ func Start(ctx context.Context, cfg Config) (*QEMU, error) {
 			return nil, fmt.Errorf("start qemu for domain %d: %w", cfg.DomID, err)
 		}
 		q.real = r
-		q.done = r.exited
 	case ModeFake:
 		srv, err := startFake(cfg, log)
 		if err != nil {
@@ -172,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (*QEMU, error) {
 func (cfg Config) check() error {
 	seen := map[xen.DevID]bool{}
 	for _, d := range cfg.CDROMs {
-		if _, err := ideDisk(d); err != nil {
+		if _, err := qemuproc.IDEDisk(d); err != nil {
 			return err
 		}
 		if seen[d] {
@@ -189,38 +187,11 @@ func (cfg Config) check() error {
 		if p == "" {
 			return fmt.Errorf("monitor %d has an empty path: %w", i, ErrBadConfig)
 		}
-		if len(p) >= maxSocketPath {
-			return fmt.Errorf("monitor path %s is %d bytes, unix sockets allow %d: %w", p, len(p), maxSocketPath-1, ErrBadConfig)
+		if len(p) >= qemuproc.MaxSocketPath {
+			return fmt.Errorf("monitor path %s is %d bytes, unix sockets allow %d: %w", p, len(p), qemuproc.MaxSocketPath-1, ErrBadConfig)
 		}
 	}
 	return nil
-}
-
-// maxSocketPath is the size of sun_path in struct sockaddr_un on Linux, NUL included.
-const maxSocketPath = 108
-
-// ideDisk returns the IDE disk index libxl derives from the vdev of an emulated cdrom: hda 0,
-// hdb 1, hdc 2, hdd 3, and the same for xvd and sd names of the first four disks.
-func ideDisk(d xen.DevID) (int, error) {
-	var disk int
-	switch major := int(d) >> 8; {
-	case d < 0:
-		return 0, fmt.Errorf("devid %d is negative: %w", d, ErrBadConfig)
-	case int(d)&(1<<28) != 0: // extended xvd numbering
-		disk = int(d) >> 8 & (1<<20 - 1)
-	case major == 3: // hda, hdb
-		disk = int(d) >> 6 & 1
-	case major == 22: // hdc, hdd
-		disk = 2 + int(d)>>6&1
-	case major == 202, major == 8: // xvd, sd
-		disk = int(d) >> 4 & 15
-	default:
-		return 0, fmt.Errorf("devid %d is not a disk libxl can emulate as a cdrom: %w", d, ErrBadConfig)
-	}
-	if disk > 3 {
-		return 0, fmt.Errorf("devid %d is disk %d; an emulated cdrom must be one of the first 4 disks (hda-hdd): %w", d, disk, ErrBadConfig)
-	}
-	return disk, nil
 }
 
 // Real reports whether this is a real QEMU process.
@@ -238,7 +209,12 @@ func (q *QEMU) PID() int {
 }
 
 // Done is closed when the QEMU has stopped: after Stop, or when a real QEMU exits by itself.
-func (q *QEMU) Done() <-chan struct{} { return q.done }
+func (q *QEMU) Done() <-chan struct{} {
+	if q.real != nil {
+		return q.real.proc.Done()
+	}
+	return q.done
+}
 
 // Stop stops the QEMU (a real one with SIGKILL to its process group, and waits for it) and
 // closes its monitors. It may be called more than once.
@@ -305,12 +281,4 @@ func (q *QEMU) hasCDROM(d xen.DevID) bool {
 		}
 	}
 	return false
-}
-
-// mediumFormat is the format of m, raw when not given: libxl always passes one (XSA-258).
-func mediumFormat(m Medium) string {
-	if m.Format == "" {
-		return "raw"
-	}
-	return m.Format
 }
