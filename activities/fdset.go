@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
+	"github.com/cdswap/cdswap/internal/mediaformat"
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xs"
@@ -268,14 +269,15 @@ func sortedKeys(m map[int64]bool) []int64 {
 	return out
 }
 
-// opaqueFormats are the format names an add-fd opaque of libxl's starts with
-// (libxl_disk_format_to_string).
-var opaqueFormats = []string{"raw", "qcow", "qcow2", "vhd", "qed"}
-
-// isMediumOpaque recognises the opaque libxl and AddFD give a dom0 medium, "<format>:<path>".
+// isMediumOpaque recognises the opaque libxl and AddFD give a dom0 medium, "<format>:<path>",
+// the format named as in libxl's JSON.
 func isMediumOpaque(s string) bool {
 	f, p, ok := strings.Cut(s, ":")
-	return ok && slices.Contains(opaqueFormats, f) && filepath.IsAbs(p)
+	if !ok || !filepath.IsAbs(p) {
+		return false
+	}
+	_, known := mediaformat.ByJSON(f)
+	return known
 }
 
 // AddFD opens a medium and passes it to dom0 QEMU in an fdset (see AddFDInput).
