@@ -27,13 +27,6 @@ const (
 	lostFdsetGrace = 2 * time.Second
 )
 
-// isNotFoundFdset recognises remove-fd's answer for a set that is gone ("File descriptor
-// named 'fdset-id:N' not found"), a GenericError like any other.
-func isNotFoundFdset(err error) bool {
-	var qe *qmp.Error
-	return errors.As(err, &qe) && strings.Contains(qe.Desc, "not found")
-}
-
 // ReleaseFdset removes the stubdom's fdsets of the drive from QEMU (see ReleaseFdsetInput).
 func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (ReleaseFdsetResult, error) {
 	d := in.Drive
@@ -60,7 +53,7 @@ func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (Re
 			switch {
 			case err == nil:
 				log.Info("Removed the stubdom's fdset", "fdset", id)
-			case isNotFoundFdset(err):
+			case qmp.IsFdsetNotFound(err):
 				log.Info("The stubdom's fdset was already gone", "fdset", id)
 			default:
 				return fmt.Errorf("remove-fd fdset %d: %w", id, err)
@@ -373,7 +366,7 @@ func (a *Activities) dropUnusedMediumSets(ctx context.Context, c *qmp.Client, se
 		if !ours {
 			continue
 		}
-		if err := c.RemoveFD(ctx, s.FdsetID, nil); err != nil && !isNotFoundFdset(err) {
+		if err := c.RemoveFD(ctx, s.FdsetID, nil); err != nil && !qmp.IsFdsetNotFound(err) {
 			a.logger(ctx, NameAddFD).Warn("Cannot remove an unused medium fdset", "fdset", s.FdsetID, "error", err)
 			continue
 		}
