@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./internal/qmp:FuzzParseMessage \
 	./internal/qmp/qmptest:FuzzStreamer \
 	./internal/xen:FuzzParseVdev \
-	./internal/xensim/isofs:FuzzDetect
+	./internal/mediaformat:FuzzDetect
 FUZZ_TIME ?= 4s
 
 .PHONY: help

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cdswap/cdswap/internal/qmp"
 )
@@ -33,7 +32,7 @@ func (a *Activities) Eject(ctx context.Context, in EjectInput) (EjectResult, err
 			return nil
 		case errors.Is(err, qmp.ErrDeviceNotFound):
 			return noDrive(ctx, d, c.Version(), err)
-		case errors.Is(err, qmp.ErrGenericError) && (b.Locked || isLockedError(err)):
+		case errors.Is(err, qmp.ErrGenericError) && (b.Locked || qmp.IsTrayLocked(err)):
 			log.Info("The guest keeps the tray locked; QEMU asked it to open the tray", "file", b.Inserted.File)
 			return NewError(ctx, ErrTrayLocked, true, err,
 				"the guest keeps the tray of %s (domain %s) locked: QEMU asked it to eject; retried, then forced if the change asks for force", d.Vdev, d.domainName())
@@ -45,12 +44,4 @@ func (a *Activities) Eject(ctx context.Context, in EjectInput) (EjectResult, err
 	}
 	res.Meta = NewMeta(ctx)
 	return res, nil
-}
-
-// isLockedError recognises QEMU's refusal of an eject or change on a locked tray ("Device
-// 'ide-5632' is locked and force was not specified, wait for tray to open and try again"),
-// which QEMU reports only as a GenericError.
-func isLockedError(err error) bool {
-	var qe *qmp.Error
-	return errors.As(err, &qe) && strings.Contains(qe.Desc, "is locked")
 }

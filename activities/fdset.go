@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/log"
 
+	"github.com/cdswap/cdswap/internal/mediaformat"
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xs"
@@ -25,13 +27,6 @@ const (
 	// the set lost: a stubdom's add-fd follows its vbd's connection within milliseconds.
 	lostFdsetGrace = 2 * time.Second
 )
-
-// isNotFoundFdset recognises remove-fd's answer for a set that is gone ("File descriptor
-// named 'fdset-id:N' not found"), a GenericError like any other.
-func isNotFoundFdset(err error) bool {
-	var qe *qmp.Error
-	return errors.As(err, &qe) && strings.Contains(qe.Desc, "not found")
-}
 
 // ReleaseFdset removes the stubdom's fdsets of the drive from QEMU (see ReleaseFdsetInput).
 func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (ReleaseFdsetResult, error) {
@@ -59,7 +54,7 @@ func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (Re
 			switch {
 			case err == nil:
 				log.Info("Removed the stubdom's fdset", "fdset", id)
-			case isNotFoundFdset(err):
+			case qmp.IsFdsetNotFound(err):
 				log.Info("The stubdom's fdset was already gone", "fdset", id)
 			default:
 				return fmt.Errorf("remove-fd fdset %d: %w", id, err)
@@ -105,113 +100,33 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 	if err != nil {
 		return WaitFdsetResult{}, err
 	}
-	var prog WaitFdsetProgress
-	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
-		if err := activity.GetHeartbeatDetails(ctx, &prog); err != nil {
-			log.Warn("Cannot read the last heartbeat; starting the count again", "error", err)
-			prog = WaitFdsetProgress{}
-		} else {
-			log.Info("Resuming the wait", "polls", prog.Polls, "ignored", prog.Ignored)
-		}
+	w := &fdsetWait{
+		a: a, d: d, info: info, log: log, opaque: d.devID().StubOpaque(),
+		known:        idSet(in.KnownFdsets),
+		prog:         resumedProgress(ctx, log),
+		feState:      "unknown",
+		attemptStart: time.Now(),
+		firstPoll:    true,
 	}
-	known := map[int64]bool{}
-	for _, id := range in.KnownFdsets {
-		known[id] = true
-	}
-	stale := map[int64]bool{}
-	for _, id := range prog.Ignored {
-		stale[id] = true
-	}
-	opaque := d.devID().StubOpaque()
+	w.stale = idSet(w.prog.Ignored)
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var lastErr error
-	feState := "unknown"
-	attemptPolls := 0
-	// A worker that crashed after AttachVBD left QEMU with no QMP client: if the stubdom
-	// add-fd'd its disk then and hung up, QEMU before 9.1 closed the unused fd at once and
-	// the set will never appear. That is the case when the first poll finds the vbd
-	// connected on a connection dialled during this attempt; after a grace period the wait
-	// reports ErrFdsetGone, and the workflow cycles the vbd so the stubdom adds it again.
-	attemptStart := time.Now()
-	var lostBy time.Time // zero: no loss suspected
-	firstPoll := true
 	for {
-		sets, err := a.pollFdsets(ctx, info)
-		var fe xen.XenbusState
-		var feErr error
-		if err == nil {
-			fe, feErr = a.frontendState(ctx, d)
-			if feErr == nil {
-				feState = fe.String()
-			}
+		id, found, err := w.poll(ctx)
+		if err != nil {
+			return WaitFdsetResult{}, err
 		}
-		prog.Polls++
-		attemptPolls++
-		switch {
-		case err != nil:
-			lastErr = err
-			log.Warn("query-fdsets failed; polling on", "error", err)
-		case feErr != nil:
-			lastErr = feErr
-			log.Warn("Cannot read the stubdom's vbd state; polling on", "error", feErr)
-		default:
-			lastErr = nil
-			present := setsWithOpaque(sets, opaque)
-			for id := range stale {
-				if !slices.Contains(present, id) {
-					delete(stale, id) // gone: its id may come back for a new set
-				}
-			}
-			var fresh, reused []int64
-			for _, id := range present {
-				switch {
-				case fe != xen.StateConnected:
-					// The stubdom cannot have added its new disk yet.
-					stale[id] = true
-				case stale[id]:
-				case known[id]:
-					reused = append(reused, id)
-				default:
-					fresh = append(fresh, id)
-				}
-			}
-			pick := int64(-1)
-			switch {
-			case len(fresh) > 0:
-				pick = fresh[0]
-			case len(reused) > 0:
-				pick = reused[0]
-				log.Info("A known fdset id came back after the vbd connected: QEMU reused the id of a released set", "fdset", pick)
-			}
-			if pick >= 0 {
-				log.Info("The stubdom published its fdset", "fdset", pick, "polls", prog.Polls)
-				return WaitFdsetResult{Meta: NewMeta(ctx), FdsetID: pick, Polls: prog.Polls}, nil
-			}
-			if firstPoll && fe == xen.StateConnected && a.qmp.dialedAt(info).After(attemptStart) {
-				lostBy = time.Now().Add(lostFdsetGrace)
-				log.Warn("The stubdom's vbd connected while no QMP client held QEMU; its fdset may be lost", "polls", prog.Polls)
-			}
-			firstPoll = false
-			if !lostBy.IsZero() && time.Now().After(lostBy) {
-				return WaitFdsetResult{}, NewError(ctx, ErrFdsetGone, false, nil,
-					"stub domain %d of domain %s connected its PV disk for %s while no QMP client held QEMU (a worker restart), and no %s fdset appeared within %s: QEMU before 9.1 drops an add-fd'd fd when its last monitor client leaves; the PV disk is attached again so the stubdom adds it anew",
-					d.StubDomID, d.domainName(), d.Vdev, opaque, lostFdsetGrace)
-			}
+		if found {
+			log.Info("The stubdom published its fdset", "fdset", id, "polls", w.prog.Polls)
+			return WaitFdsetResult{Meta: NewMeta(ctx), FdsetID: id, Polls: w.prog.Polls}, nil
 		}
-		prog.Ignored = sortedKeys(stale)
+		w.prog.Ignored = sortedKeys(w.stale)
 		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, prog)
+			activity.RecordHeartbeat(ctx, w.prog)
 		}
 		if time.Now().After(deadline) {
-			why := ""
-			if lastErr != nil {
-				why = fmt.Sprintf("; the last poll failed: %v", lastErr)
-			}
-			return WaitFdsetResult{}, NewError(ctx, ErrFdsetTimeout, false, lastErr,
-				"stub domain %d of domain %s did not add-fd its new PV disk for %s within %s (%d polls of query-fdsets for opaque %s, ignoring the known sets %v; vbd frontend %s)%s: the stubdom lacks the add-fd hook, or mdev does not run as a daemon (`mdev -d`), or its QMP socket is not ready",
-				d.StubDomID, d.domainName(), d.Vdev, timeout, attemptPolls, opaque, in.KnownFdsets, feState, why)
+			return WaitFdsetResult{}, w.timedOut(ctx, timeout, in.KnownFdsets)
 		}
 		select {
 		case <-ctx.Done():
@@ -219,6 +134,140 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 		case <-tick.C:
 		}
 	}
+}
+
+// resumedProgress returns the progress a retried attempt resumes from the last heartbeat,
+// or none.
+func resumedProgress(ctx context.Context, logger log.Logger) WaitFdsetProgress {
+	var prog WaitFdsetProgress
+	if !activity.IsActivity(ctx) || !activity.HasHeartbeatDetails(ctx) {
+		return prog
+	}
+	if err := activity.GetHeartbeatDetails(ctx, &prog); err != nil {
+		logger.Warn("Cannot read the last heartbeat; starting the count again", "error", err)
+		return WaitFdsetProgress{}
+	}
+	logger.Info("Resuming the wait", "polls", prog.Polls, "ignored", prog.Ignored)
+	return prog
+}
+
+// fdsetWait is the state of one WaitFdset attempt between its polls.
+type fdsetWait struct {
+	a      *Activities
+	d      Drive
+	info   xen.DomainInfo
+	log    log.Logger
+	opaque string // the stubdom's opaque for the drive's disk
+
+	known map[int64]bool // WaitFdsetInput.KnownFdsets
+	stale map[int64]bool // ids ignored until they are seen absent (see WaitFdset)
+	prog  WaitFdsetProgress
+
+	lastErr      error  // why the last poll failed, nil when it worked
+	feState      string // the vbd frontend's state at the last poll that read it, for messages
+	attemptPolls int    // polls in this attempt, unlike prog.Polls
+
+	// A worker that crashed after AttachVBD left QEMU with no QMP client: if the stubdom
+	// add-fd'd its disk then and hung up, QEMU before 9.1 closed the unused fd at once and
+	// the set will never appear. That is the case when the first poll finds the vbd
+	// connected on a connection dialled during this attempt; after a grace period the wait
+	// reports ErrFdsetGone, and the workflow cycles the vbd so the stubdom adds it again.
+	attemptStart time.Time
+	firstPoll    bool      // no poll of this attempt has worked yet
+	lostBy       time.Time // when a suspected lost set is given up; zero: no loss suspected
+}
+
+// poll runs one poll: query-fdsets, then the vbd frontend's state. It returns the new set
+// once there is one. A failed read is remembered and polled on; the error it returns ends
+// the wait (a lost set).
+func (w *fdsetWait) poll(ctx context.Context) (id int64, found bool, err error) {
+	w.prog.Polls++
+	w.attemptPolls++
+	sets, err := w.a.pollFdsets(ctx, w.info)
+	if err != nil {
+		w.lastErr = err
+		w.log.Warn("query-fdsets failed; polling on", "error", err)
+		return 0, false, nil
+	}
+	fe, err := w.a.frontendState(ctx, w.d)
+	if err != nil {
+		w.lastErr = err
+		w.log.Warn("Cannot read the stubdom's vbd state; polling on", "error", err)
+		return 0, false, nil
+	}
+	w.feState = fe.String()
+	w.lastErr = nil
+	fresh, reused := w.classify(setsWithOpaque(sets, w.opaque), fe)
+	switch {
+	case len(fresh) > 0:
+		return fresh[0], true, nil
+	case len(reused) > 0:
+		w.log.Info("A known fdset id came back after the vbd connected: QEMU reused the id of a released set", "fdset", reused[0])
+		return reused[0], true, nil
+	}
+	return 0, false, w.checkLost(ctx, fe)
+}
+
+// classify sorts the ids of the sets present with the drive's opaque (see WaitFdset): a
+// stale id seen absent is forgotten, every id present while the frontend is not Connected
+// becomes stale, and the others are fresh, or reused when they are known ids.
+func (w *fdsetWait) classify(present []int64, fe xen.XenbusState) (fresh, reused []int64) {
+	for id := range w.stale {
+		if !slices.Contains(present, id) {
+			delete(w.stale, id) // gone: its id may come back for a new set
+		}
+	}
+	for _, id := range present {
+		switch {
+		case fe != xen.StateConnected:
+			// The stubdom cannot have added its new disk yet.
+			w.stale[id] = true
+		case w.stale[id]:
+		case w.known[id]:
+			reused = append(reused, id)
+		default:
+			fresh = append(fresh, id)
+		}
+	}
+	return fresh, reused
+}
+
+// checkLost suspects a lost set at the first working poll (see fdsetWait.attemptStart) and
+// returns ErrFdsetGone once the grace period has passed without one.
+func (w *fdsetWait) checkLost(ctx context.Context, fe xen.XenbusState) error {
+	if w.firstPoll && fe == xen.StateConnected && w.a.qmp.dialedAt(w.info).After(w.attemptStart) {
+		w.lostBy = time.Now().Add(lostFdsetGrace)
+		w.log.Warn("The stubdom's vbd connected while no QMP client held QEMU; its fdset may be lost", "polls", w.prog.Polls)
+	}
+	w.firstPoll = false
+	if w.lostBy.IsZero() || !time.Now().After(w.lostBy) {
+		return nil
+	}
+	d := w.d
+	return NewError(ctx, ErrFdsetGone, false, nil,
+		"stub domain %d of domain %s connected its PV disk for %s while no QMP client held QEMU (a worker restart), and no %s fdset appeared within %s: QEMU before 9.1 drops an add-fd'd fd when its last monitor client leaves; the PV disk is attached again so the stubdom adds it anew",
+		d.StubDomID, d.domainName(), d.Vdev, w.opaque, lostFdsetGrace)
+}
+
+// timedOut is the ErrFdsetTimeout of an attempt that saw no new set within timeout.
+func (w *fdsetWait) timedOut(ctx context.Context, timeout time.Duration, known []int64) error {
+	why := ""
+	if w.lastErr != nil {
+		why = fmt.Sprintf("; the last poll failed: %v", w.lastErr)
+	}
+	d := w.d
+	return NewError(ctx, ErrFdsetTimeout, false, w.lastErr,
+		"stub domain %d of domain %s did not add-fd its new PV disk for %s within %s (%d polls of query-fdsets for opaque %s, ignoring the known sets %v; vbd frontend %s)%s: the stubdom lacks the add-fd hook, or mdev does not run as a daemon (`mdev -d`), or its QMP socket is not ready",
+		d.StubDomID, d.domainName(), d.Vdev, timeout, w.attemptPolls, w.opaque, known, w.feState, why)
+}
+
+// idSet is the set of ids.
+func idSet(ids []int64) map[int64]bool {
+	m := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
 }
 
 // pollFdsets runs one query-fdsets.
@@ -268,14 +317,15 @@ func sortedKeys(m map[int64]bool) []int64 {
 	return out
 }
 
-// opaqueFormats are the format names an add-fd opaque of libxl's starts with
-// (libxl_disk_format_to_string).
-var opaqueFormats = []string{"raw", "qcow", "qcow2", "vhd", "qed"}
-
-// isMediumOpaque recognises the opaque libxl and AddFD give a dom0 medium, "<format>:<path>".
+// isMediumOpaque recognises the opaque libxl and AddFD give a dom0 medium, "<format>:<path>",
+// the format named as in libxl's JSON.
 func isMediumOpaque(s string) bool {
 	f, p, ok := strings.Cut(s, ":")
-	return ok && slices.Contains(opaqueFormats, f) && filepath.IsAbs(p)
+	if !ok || !filepath.IsAbs(p) {
+		return false
+	}
+	_, known := mediaformat.ByJSON(f)
+	return known
 }
 
 // AddFD opens a medium and passes it to dom0 QEMU in an fdset (see AddFDInput).
@@ -371,7 +421,7 @@ func (a *Activities) dropUnusedMediumSets(ctx context.Context, c *qmp.Client, se
 		if !ours {
 			continue
 		}
-		if err := c.RemoveFD(ctx, s.FdsetID, nil); err != nil && !isNotFoundFdset(err) {
+		if err := c.RemoveFD(ctx, s.FdsetID, nil); err != nil && !qmp.IsFdsetNotFound(err) {
 			a.logger(ctx, NameAddFD).Warn("Cannot remove an unused medium fdset", "fdset", s.FdsetID, "error", err)
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cdswap/cdswap/internal/qmp"
 )
@@ -100,7 +99,7 @@ func (a *Activities) fdsetGone(ctx context.Context, d Drive, id int64, cause err
 }
 
 // changeError maps a failed blockdev-change-medium to the activity's errors. QEMU reports
-// these cases only as GenericError, so its description is looked at, after QEMU's state.
+// these cases only as GenericError: qmp's predicates tell them apart, after QEMU's state.
 func (a *Activities) changeError(ctx context.Context, c *qmp.Client, d Drive, id int64, format string, err error) error {
 	if errors.Is(err, qmp.ErrDeviceNotFound) {
 		return noDrive(ctx, d, c.Version(), err)
@@ -108,22 +107,20 @@ func (a *Activities) changeError(ctx context.Context, c *qmp.Client, d Drive, id
 	if !errors.Is(err, qmp.ErrGenericError) {
 		return fmt.Errorf("blockdev-change-medium: %w", err)
 	}
-	var qe *qmp.Error
-	errors.As(err, &qe)
 	if sets, qerr := c.QueryFdsets(ctx); qerr == nil && !setUsable(sets, id, d) {
 		return a.fdsetGone(ctx, d, id, err)
 	}
-	switch desc := qe.Desc; {
-	case strings.Contains(desc, "Could not dup FD"):
+	switch {
+	case qmp.IsFdsetDupFailed(err):
 		return a.fdsetGone(ctx, d, id, err)
-	case isLockedError(err):
+	case qmp.IsTrayLocked(err):
 		return NewError(ctx, ErrTrayLocked, true, err,
 			"the guest locked the tray of %s (domain %s) again: QEMU asked it to open; retried", d.Vdev, d.domainName())
-	case strings.Contains(desc, "is not in") && strings.Contains(desc, "format"),
-		strings.Contains(desc, "driver requires"),
-		strings.Contains(desc, "Unknown driver"):
+	case qmp.IsFormatRefused(err):
+		var qe *qmp.Error
+		errors.As(err, &qe)
 		return NewError(ctx, ErrFormatMismatch, false, err,
-			"QEMU of domain %s cannot open the medium as %s: %s", d.domainName(), format, desc)
+			"QEMU of domain %s cannot open the medium as %s: %s", d.domainName(), format, qe.Desc)
 	}
 	return fmt.Errorf("blockdev-change-medium %s: %w", FdsetFilename(id), err)
 }
@@ -135,7 +132,7 @@ func (a *Activities) releaseDom0Set(ctx context.Context, c *qmp.Client, d Drive,
 		return
 	}
 	log := logWith(a.driveLogger(ctx, NameChangeMedium, d), "fdset", id)
-	if err := c.RemoveFD(ctx, id, nil); err != nil && !isNotFoundFdset(err) {
+	if err := c.RemoveFD(ctx, id, nil); err != nil && !qmp.IsFdsetNotFound(err) {
 		log.Warn("Cannot remove the medium's fdset after the change; it lingers until QEMU cleans it up", "error", err)
 		return
 	}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cdswap/cdswap/internal/xensim/isofs"
+	"github.com/cdswap/cdswap/internal/mediaformat"
 )
 
 // This file is the worker's rule for media: dom0 must never hand a guest a file it was not
@@ -97,45 +97,28 @@ func fileKind(m os.FileMode) string {
 	return "not a regular file"
 }
 
-// Image formats: the QEMU block driver names a dom0 QEMU takes (libxl's
-// libxl__qemu_disk_format_string), with the "params" prefix libxl writes for a qdisk
-// (libxl__device_disk_string_of_format) and the name in libxl's JSON (libxl_disk_format).
-var formats = map[string]struct{ params, json string }{
-	FormatRaw: {"aio", "raw"},
-	"qcow":    {"qcow", "qcow"},
-	"qcow2":   {"qcow2", "qcow2"},
-	"vpc":     {"vhd", "vhd"},
-	"qed":     {"qed", "qed"},
-}
-
-// formatNames lists the formats for messages.
-const formatNames = "raw, qcow2, qcow, vpc or qed"
-
-// jsonEmptyFormat is libxl_disk_format's name of an empty cdrom.
-const jsonEmptyFormat = "empty"
-
-// normalizeFormat returns the QEMU driver name of a requested format ("" is raw; "vhd" is
-// QEMU's "vpc"), or ok false for a format cdswap cannot insert.
-func normalizeFormat(f string) (string, bool) {
-	f = strings.ToLower(strings.TrimSpace(f))
-	switch f {
-	case "":
-		return FormatRaw, true
-	case "vhd":
-		return "vpc", true
+// The activities' names for mediaformat's table of the formats cdswap can insert, as
+// inspect.go and record.go read it: by QEMU format, libxl's "params" prefix and JSON name.
+var formats = func() map[string]struct{ params, json string } {
+	m := map[string]struct{ params, json string }{}
+	for _, n := range mediaformat.All() {
+		m[n.QEMU] = struct{ params, json string }{n.Params, n.JSON}
 	}
-	_, ok := formats[f]
-	return f, ok
-}
+	return m
+}()
+
+const (
+	formatNames     = mediaformat.Insertable
+	jsonEmptyFormat = mediaformat.JSONEmpty
+)
+
+// normalizeFormat is mediaformat.Normalize.
+func normalizeFormat(f string) (string, bool) { return mediaformat.Normalize(f) }
 
 // formatOfParams returns the QEMU format of a qdisk "params" prefix ("aio" is raw), or "".
 func formatOfParams(prefix string) string {
-	for f, n := range formats {
-		if n.params == prefix {
-			return f
-		}
-	}
-	return ""
+	n, _ := mediaformat.ByParams(prefix)
+	return n.QEMU
 }
 
 // checkFormat refuses a format a drive of this kind cannot take; it returns the normalized
@@ -157,7 +140,7 @@ func (a *Activities) checkFormat(ctx context.Context, format string, kind Kind) 
 type medium struct {
 	// Path is the medium with every symlink resolved: the file that was checked.
 	Path string
-	// Format is what its content says (isofs.Detect), equal to the format asked for.
+	// Format is what its content says (mediaformat.Detect), equal to the format asked for.
 	Format string
 	// File is open O_RDONLY on Path; the caller closes it.
 	File *os.File
@@ -230,17 +213,17 @@ func (a *Activities) openMedium(ctx context.Context, p, format string, trusted b
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_RDONLY); err != nil {
 		return nil, fmt.Errorf("medium %s: clear O_NONBLOCK: %w", resolved, err)
 	}
-	got, err := isofs.Detect(f)
+	info, err := mediaformat.Detect(f)
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: %w", resolved, err)
 	}
-	if got != format {
+	if got := info.Format; got != format {
 		return nil, NewError(ctx, ErrFormatMismatch, false, nil,
 			"medium %s holds a %s image, but format %s was asked: ask for format %s (or convert the image with `qemu-img convert -O %s`)",
 			describe(p, resolved), got, format, got, format)
 	}
 	ok = true
-	return &medium{Path: resolved, Format: got, File: f}, nil
+	return &medium{Path: resolved, Format: info.Format, File: f}, nil
 }
 
 // lexicallyInside reports whether p, not resolved, names something under a root as given

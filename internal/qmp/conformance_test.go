@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,7 +105,8 @@ var conformanceSteps = []struct {
 	}},
 	{"change medium to an unknown fdset", func(t *testing.T, ctx context.Context, s *conformance) {
 		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: "/dev/fdset/99", Format: "raw"})
-		wantQMPError(t, err, qmp.ErrGenericError, "Could not dup FD for /dev/fdset/99 flags 0: No such file or directory")
+		wantQMPError(t, err, qmp.ErrGenericError, "Could not dup FD for /dev/fdset/99 flags 0: No such file or directory",
+			"IsFdsetDupFailed")
 		b := cdrom(t, ctx, s.c)
 		assert.Nil(t, b.Inserted)
 		assert.Equal(t, ptr(true), b.TrayOpen, "a failed change leaves the open tray open")
@@ -150,11 +152,12 @@ var conformanceSteps = []struct {
 	{"remove-fd of an unknown fd", func(t *testing.T, ctx context.Context, s *conformance) {
 		fd := int64(999)
 		err := s.c.RemoveFD(ctx, s.added.FdsetID, &fd)
-		wantQMPError(t, err, qmp.ErrGenericError, fmt.Sprintf("File descriptor named 'fdset-id:%d, fd:999' not found", s.added.FdsetID))
+		wantQMPError(t, err, qmp.ErrGenericError, fmt.Sprintf("File descriptor named 'fdset-id:%d, fd:999' not found", s.added.FdsetID),
+			"IsFdsetNotFound")
 	}},
 	{"remove-fd of an unknown set", func(t *testing.T, ctx context.Context, s *conformance) {
 		err := s.c.RemoveFD(ctx, 77, nil)
-		wantQMPError(t, err, qmp.ErrGenericError, "File descriptor named 'fdset-id:77' not found")
+		wantQMPError(t, err, qmp.ErrGenericError, "File descriptor named 'fdset-id:77' not found", "IsFdsetNotFound")
 	}},
 	{"add-fd without a descriptor", func(t *testing.T, ctx context.Context, s *conformance) {
 		err := s.c.Execute(ctx, "add-fd", map[string]string{"opaque": "x"}, nil)
@@ -183,11 +186,28 @@ var conformanceSteps = []struct {
 	{"host_device on a regular file", func(t *testing.T, ctx context.Context, s *conformance) {
 		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: s.medium, Format: "host_device"})
 		wantQMPError(t, err, qmp.ErrGenericError,
-			fmt.Sprintf("'host_device' driver requires '%s' to be either a character or block device", s.medium))
+			fmt.Sprintf("'host_device' driver requires '%s' to be either a character or block device", s.medium),
+			"IsFormatRefused")
 		b := cdrom(t, ctx, s.c)
 		require.NotNil(t, b.Inserted, "the failed change must leave the medium in")
 		assert.Equal(t, fdsetPath(s.added.FdsetID), b.Inserted.File)
 		assert.Equal(t, ptr(false), b.TrayOpen)
+	}},
+	{"file on a character device", func(t *testing.T, ctx context.Context, s *conformance) {
+		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: os.DevNull, Format: "file"})
+		wantQMPError(t, err, qmp.ErrGenericError,
+			fmt.Sprintf("'file' driver requires '%s' to be a regular file", os.DevNull), "IsFormatRefused")
+	}},
+	{"qcow2 on a raw image", func(t *testing.T, ctx context.Context, s *conformance) {
+		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: s.medium, Format: "qcow2"})
+		wantQMPError(t, err, qmp.ErrGenericError, "Image is not in qcow2 format", "IsFormatRefused")
+		b := cdrom(t, ctx, s.c)
+		require.NotNil(t, b.Inserted, "the failed change must leave the medium in")
+		assert.Equal(t, fdsetPath(s.added.FdsetID), b.Inserted.File)
+	}},
+	{"unknown format", func(t *testing.T, ctx context.Context, s *conformance) {
+		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: s.medium, Format: "nosuch"})
+		wantQMPError(t, err, qmp.ErrGenericError, "Unknown driver 'nosuch'", "IsFormatRefused")
 	}},
 	{"unknown command", func(t *testing.T, ctx context.Context, s *conformance) {
 		err := s.c.Execute(ctx, "no-such-cmd", nil, nil)
@@ -239,6 +259,39 @@ var conformanceSteps = []struct {
 		assert.Empty(t, sets, "a running VM closes removed, unused fds at once")
 	}},
 }
+
+// lockedSteps check QEMU's refusals while the guest keeps the tray locked
+// (startQEMULockingGuest, startFakeLockingGuest).
+var lockedSteps = []struct {
+	name string
+	run  func(t *testing.T, ctx context.Context, s *conformance)
+}{
+	{"the guest locks the tray", func(t *testing.T, ctx context.Context, s *conformance) {
+		// The real guest locks it once SeaBIOS has booted it.
+		deadline := time.Now().Add(15 * time.Second)
+		for !cdrom(t, ctx, s.c).Locked {
+			if time.Now().After(deadline) {
+				t.Fatalf("query-block: %s not locked within 15 s", cdromID)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}},
+	{"eject of a locked tray", func(t *testing.T, ctx context.Context, s *conformance) {
+		err := s.c.Eject(ctx, cdromID, false)
+		wantQMPError(t, err, qmp.ErrGenericError, lockedDesc, "IsTrayLocked")
+		b := cdrom(t, ctx, s.c)
+		assert.True(t, b.Locked, "locked after the refused eject")
+		assert.Equal(t, ptr(false), b.TrayOpen, "tray_open after the refused eject")
+	}},
+	{"change medium of a locked tray", func(t *testing.T, ctx context.Context, s *conformance) {
+		err := s.c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: cdromID, Filename: s.medium, Format: "raw"})
+		wantQMPError(t, err, qmp.ErrGenericError, lockedDesc, "IsTrayLocked")
+		assert.Nil(t, cdrom(t, ctx, s.c).Inserted, "the refused change inserts nothing")
+	}},
+}
+
+// lockedDesc is QEMU's refusal to open cdromID's locked tray without force.
+const lockedDesc = "Device '" + cdromID + "' is locked and force was not specified, wait for tray to open and try again"
 
 // pausedSteps check what differs while the VM does not run: QEMU 7.2 closes no removed fd
 // then, so remove-fd changes nothing that query-fdsets shows, and cont does not close it either.
@@ -312,6 +365,11 @@ func TestConformance(t *testing.T) {
 	t.Run("qmptest", func(t *testing.T) { runConformance(t, startFake, conformanceSteps) })
 }
 
+func TestConformanceLockedTray(t *testing.T) {
+	t.Run("qemu", func(t *testing.T) { runConformance(t, startQEMULockingGuest, lockedSteps) })
+	t.Run("qmptest", func(t *testing.T) { runConformance(t, startFakeLockingGuest, lockedSteps) })
+}
+
 func TestConformancePaused(t *testing.T) {
 	t.Run("qemu", func(t *testing.T) { runConformance(t, startQEMU, pausedSteps) })
 	t.Run("qmptest", func(t *testing.T) { runConformance(t, startFake, pausedSteps) })
@@ -377,14 +435,30 @@ func waitFor(t *testing.T, ctx context.Context, c *qmp.Client, what string, matc
 	}
 }
 
-// wantQMPError checks an error reply's class sentinel and exact description.
-func wantQMPError(t *testing.T, err error, class error, desc string) {
+// predicates are package qmp's description predicates, by name.
+var predicates = map[string]func(error) bool{
+	"IsTrayLocked":     qmp.IsTrayLocked,
+	"IsFdsetNotFound":  qmp.IsFdsetNotFound,
+	"IsFdsetDupFailed": qmp.IsFdsetDupFailed,
+	"IsFormatRefused":  qmp.IsFormatRefused,
+}
+
+// wantQMPError checks an error reply's class sentinel and exact description, and that of
+// qmp's predicates exactly those named in is hold for it, so every error step checks each
+// predicate: true on its own error, false on every other.
+func wantQMPError(t *testing.T, err error, class error, desc string, is ...string) {
 	t.Helper()
 	require.Error(t, err)
 	assert.ErrorIs(t, err, class)
 	var qe *qmp.Error
 	require.True(t, errors.As(err, &qe), "error %v is not a *qmp.Error", err)
 	assert.Equal(t, desc, qe.Desc)
+	for _, name := range is {
+		require.Contains(t, predicates, name, "no predicate qmp.%s", name)
+	}
+	for name, pred := range predicates {
+		assert.Equal(t, slices.Contains(is, name), pred(err), "qmp.%s(%v)", name, err)
+	}
 }
 
 func fdsetPath(id int64) string { return fmt.Sprintf("/dev/fdset/%d", id) }

@@ -47,7 +47,11 @@
 //
 // An error reply becomes a *Error holding the class and description; errors.Is matches the
 // class sentinels (ErrDeviceNotFound and so on), so callers never compare descriptions, which
-// the QMP specification says clients should not parse.
+// the QMP specification says clients should not parse. Where QEMU gives a refusal a caller
+// must act on no class of its own (a locked tray, a missing fd set, a format QEMU will not
+// open), a named predicate (IsTrayLocked, IsFdsetNotFound, IsFdsetDupFailed,
+// IsFormatRefused) reads the description in this package alone, citing the QEMU source of
+// the text and checked against QEMU 7.2 by the conformance test.
 //
 // # File descriptors
 //

@@ -12,10 +12,20 @@ import (
 // the conformance steps expect.
 func startFake(tb testing.TB) string {
 	tb.Helper()
-	return startFakeWith(tb, qmptest.Options{CDROMs: []string{cdromID}, StrictHostDevice: true})
+	_, path := startFakeWith(tb, qmptest.Options{CDROMs: []string{cdromID}, StrictHostDevice: true})
+	return path
 }
 
-func startFakeWith(tb testing.TB, opts qmptest.Options) string {
+// startFakeLockingGuest is startFake with the tray locked, as startQEMULockingGuest's guest
+// keeps it.
+func startFakeLockingGuest(tb testing.TB) string {
+	tb.Helper()
+	srv, path := startFakeWith(tb, qmptest.Options{CDROMs: []string{cdromID}, StrictHostDevice: true})
+	srv.LockTray(cdromID, true)
+	return path
+}
+
+func startFakeWith(tb testing.TB, opts qmptest.Options) (*qmptest.Server, string) {
 	tb.Helper()
 	srv := qmptest.New(opts)
 	tb.Cleanup(func() { srv.Close() })
@@ -23,5 +33,5 @@ func startFakeWith(tb testing.TB, opts qmptest.Options) string {
 	if err := srv.Listen(path); err != nil {
 		tb.Fatal(err)
 	}
-	return path
+	return srv, path
 }

@@ -17,9 +17,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/mediaformat"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xen"
-	"github.com/cdswap/cdswap/internal/xensim/isofs"
 	"github.com/cdswap/cdswap/internal/xensim/loopdev"
 )
 
@@ -198,14 +198,14 @@ func TestLayout(t *testing.T) {
 	for _, p := range h.ISOs() {
 		f, err := os.Open(p)
 		require.NoError(t, err)
-		format, err := isofs.Detect(f)
+		info, err := mediaformat.Detect(f)
 		f.Close()
 		require.NoError(t, err)
-		want := "raw"
+		want := mediaformat.Info{Format: mediaformat.Raw, ISO9660: true}
 		if filepath.Base(p) == QCOW2Image {
-			want = "qcow2"
+			want = mediaformat.Info{Format: mediaformat.QCOW2}
 		}
-		assert.Equal(t, want, format, "Detect(%s)", p)
+		assert.Equal(t, want, info, "Detect(%s)", p)
 	}
 
 	// The summary.

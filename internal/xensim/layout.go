@@ -61,7 +61,7 @@ func writeISOs(dir string) ([]string, error) {
 		paths = append(paths, p)
 	}
 	// A qcow2 version 3 header (QFI\xfb, version 3, cluster bits 16) padded to one sector:
-	// enough for QEMU's probe and for isofs.Detect to call it qcow2.
+	// enough for QEMU's probe and for mediaformat.Detect to call it qcow2.
 	hdr := make([]byte, 512)
 	copy(hdr, "QFI\xfb")
 	hdr[7] = 3

@@ -1,10 +1,8 @@
-// Package isofs writes small ISO 9660 images and recognises disk image formats.
+// Package isofs writes small ISO 9660 images for the simulated host.
 //
 // Write gives the simulated host real CD images to insert: a flat ISO 9660 (ECMA-119) volume
 // with a primary volume descriptor, path tables and a root directory, recognised by file(1),
-// blkid and isoinfo. Detect tells which image format a file holds from its magic numbers, so
-// that a worker can refuse a request whose format does not match the file (XSA-258: QEMU must
-// never be left to guess, and a raw image must never be opened as something else).
+// blkid and isoinfo, and by package mediaformat, which checks media in the product.
 package isofs
 
 import (
@@ -15,19 +13,21 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/cdswap/cdswap/internal/mediaformat"
 )
 
 // SectorSize is the ISO 9660 logical sector and block size (ECMA-119 6.1.2).
-const SectorSize = 2048
+const SectorSize = mediaformat.SectorSize
 
 // Sector numbers of the fixed parts of the images Build writes. Sectors 0-15 are the system
-// area (ECMA-119 6.2.1); the volume descriptor set starts at sector 16.
+// area (ECMA-119 6.2.1); the volume descriptor set starts right after it.
 const (
-	pvdSector        = 16
-	terminatorSector = 17
-	lPathTableSector = 18
-	mPathTableSector = 19
-	rootDirSector    = 20
+	pvdSector        = mediaformat.DescriptorSector
+	terminatorSector = pvdSector + 1
+	lPathTableSector = pvdSector + 2
+	mPathTableSector = pvdSector + 3
+	rootDirSector    = pvdSector + 4
 )
 
 // DefaultVolumeID is the volume identifier used when Write or Build get "".
@@ -179,7 +179,7 @@ func dirRecord(extent, size uint32, flags byte, id []byte) []byte {
 // byte positions minus one.
 func writePVD(b []byte, volumeID string, totalSectors, rootSize uint32) {
 	b[0] = 1 // volume descriptor type: primary
-	copy(b[1:6], "CD001")
+	copy(b[1:6], mediaformat.ISO9660ID)
 	b[6] = 1                      // version
 	padSpaces(b[8:40], "")        // system identifier
 	padSpaces(b[40:72], volumeID) // volume identifier
@@ -205,7 +205,7 @@ func writePVD(b []byte, volumeID string, totalSectors, rootSize uint32) {
 // writeTerminator fills the volume descriptor set terminator (ECMA-119 8.3).
 func writeTerminator(b []byte) {
 	b[0] = 255
-	copy(b[1:6], "CD001")
+	copy(b[1:6], mediaformat.ISO9660ID)
 	b[6] = 1
 }
 

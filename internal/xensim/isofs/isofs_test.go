@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdswap/cdswap/internal/mediaformat"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -183,12 +183,9 @@ func TestWriteRecognised(t *testing.T) {
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	iso, err := IsISO9660(f)
+	info, err := mediaformat.Detect(f)
 	require.NoError(t, err)
-	assert.True(t, iso, "IsISO9660(written image)")
-	format, err := Detect(f)
-	require.NoError(t, err)
-	assert.Equal(t, FormatRaw, format, "Detect(written image)")
+	assert.Equal(t, mediaformat.Info{Format: mediaformat.Raw, ISO9660: true}, info, "mediaformat.Detect(written image)")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -216,129 +213,4 @@ func TestWriteRecognised(t *testing.T) {
 func TestWriteError(t *testing.T) {
 	err := Write(filepath.Join(t.TempDir(), "missing", "x.iso"), "", nil)
 	assert.ErrorIs(t, err, os.ErrNotExist)
-}
-
-// detectCases are Detect's table, also the fuzz seeds.
-var detectCases = []struct {
-	name string
-	data []byte
-	want string
-}{
-	{name: "empty", data: nil, want: FormatRaw},
-	{name: "zeros", data: make([]byte, 4096), want: FormatRaw},
-	{name: "short text", data: []byte("hello"), want: FormatRaw},
-	{name: "qcow2 v3", data: append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 100)...), want: FormatQCOW2},
-	{name: "qcow2 v2", data: []byte("QFI\xfb\x00\x00\x00\x02"), want: FormatQCOW2},
-	{name: "qcow v1", data: []byte("QFI\xfb\x00\x00\x00\x01"), want: FormatQCOW},
-	{name: "qcow magic only", data: []byte("QFI\xfb"), want: FormatQCOW2},
-	{name: "almost qcow", data: []byte("QFI\xfa\x00\x00\x00\x03"), want: FormatRaw},
-	{name: "qed", data: []byte("QED\x00\x00\x10\x00\x00"), want: FormatQED},
-	{name: "qed without nul", data: []byte("QEDX"), want: FormatRaw},
-	{name: "vhd dynamic header", data: append([]byte("conectix"), make([]byte, 504)...), want: FormatVPC},
-	{name: "vhd fixed footer", data: append(make([]byte, 4096), append([]byte("conectix"), make([]byte, 504)...)...), want: FormatVPC},
-	{name: "conectix not at footer", data: append(make([]byte, 4096), append([]byte("conectix"), make([]byte, 600)...)...), want: FormatRaw},
-	{name: "vhdx", data: []byte("vhdxfile"), want: FormatVHDX},
-	{name: "vmdk", data: []byte("KDMV\x01\x00\x00\x00"), want: FormatVMDK},
-	{name: "luks", data: []byte("LUKS\xba\xbe\x00\x01"), want: FormatLUKS},
-	{name: "vdi", data: append(make([]byte, 64), 0x7f, 0x10, 0xda, 0xbe), want: FormatVDI},
-	{name: "iso", data: mustBuild(), want: FormatRaw},
-}
-
-func mustBuild() []byte {
-	img, err := Build("SEED", map[string][]byte{"A.TXT": []byte("a")})
-	if err != nil {
-		panic(err)
-	}
-	return img
-}
-
-func TestDetect(t *testing.T) {
-	for _, tt := range detectCases {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Detect(bytes.NewReader(tt.data))
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got, "Detect(%q...)", prefix(tt.data))
-		})
-	}
-}
-
-func TestDetectFile(t *testing.T) {
-	dir := t.TempDir()
-	for _, tt := range detectCases {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "_"))
-			require.NoError(t, os.WriteFile(p, tt.data, 0o600))
-			f, err := os.Open(p)
-			require.NoError(t, err)
-			defer f.Close()
-			got, err := Detect(f)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got, "Detect(file %s)", tt.name)
-		})
-	}
-}
-
-// failReader fails every read, as a file on a broken disk would.
-type failReader struct{}
-
-var errBroken = errors.New("broken disk")
-
-func (failReader) ReadAt([]byte, int64) (int, error) { return 0, errBroken }
-
-func TestDetectReadError(t *testing.T) {
-	_, err := Detect(failReader{})
-	assert.ErrorIs(t, err, errBroken, "Detect(failing reader)")
-	_, err = IsISO9660(failReader{})
-	assert.ErrorIs(t, err, errBroken, "IsISO9660(failing reader)")
-}
-
-func TestIsISO9660(t *testing.T) {
-	tests := []struct {
-		name string
-		data []byte
-		want bool
-	}{
-		{name: "built", data: mustBuild(), want: true},
-		{name: "empty", data: nil, want: false},
-		{name: "zeros", data: make([]byte, 40000), want: false},
-		{name: "short", data: append(make([]byte, 16*SectorSize+1), "CD0"...), want: false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := IsISO9660(bytes.NewReader(tt.data))
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got, "IsISO9660(%s)", tt.name)
-		})
-	}
-}
-
-func prefix(b []byte) []byte {
-	if len(b) > 8 {
-		return b[:8]
-	}
-	return b
-}
-
-// FuzzDetect checks that Detect never panics or fails on in-memory data, answers one of its
-// known formats, and calls nothing raw that starts with an image magic.
-func FuzzDetect(f *testing.F) {
-	for _, tt := range detectCases {
-		f.Add(tt.data)
-	}
-	known := map[string]bool{FormatRaw: true, FormatQCOW: true, FormatQCOW2: true, FormatVPC: true,
-		FormatQED: true, FormatVHDX: true, FormatVMDK: true, FormatVDI: true, FormatLUKS: true}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := Detect(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("Detect(%q...) = error %v, want a format", prefix(data), err)
-		}
-		if !known[got] {
-			t.Fatalf("Detect(%q...) = %q, want a known format", prefix(data), got)
-		}
-		for _, magic := range []string{"QFI\xfb", "QED\x00", "conectix"} {
-			if bytes.HasPrefix(data, []byte(magic)) && got == FormatRaw {
-				t.Fatalf("Detect(%q...) = raw, want not raw for magic %q", prefix(data), magic)
-			}
-		}
-	})
 }
