@@ -76,5 +76,5 @@ func ResolveDrive(ctx workflow.Context, in ResolveDriveInput) (ResolveDriveResul
 		t = ErrResolveFailed
 	}
 	return ResolveDriveResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-		"resolve %s on domain %s (host %s): %s", in.Vdev, in.Domain, in.Host, rootMessage(err)), t, err)
+		"resolve %s on domain %s (host %s): %s", in.Vdev, in.Domain, in.Host, ErrorMessage(err, "")), t, err)
 }
