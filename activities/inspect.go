@@ -35,7 +35,7 @@ func insertedFile(b *qmp.BlockInfo) string {
 
 // noDrive is the error for a QEMU that has no drive ide-<devid>.
 func noDrive(ctx context.Context, d Drive, v qmp.Version, cause error) error {
-	id := d.devID().QEMUID()
+	id := d.DevID.QEMUID()
 	return NewError(ctx, ErrNoSuchDrive, false, cause,
 		"QEMU %s of domain %s has no drive %s for %s: domains started by Xen before 4.16 (or a QEMU before 2.8) name their IDE drives differently, and cdswap cannot change them; restart the domain under Xen 4.16 or newer",
 		v, d.domainName(), id, d.Vdev)
@@ -102,9 +102,9 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	if in.DomID == 0 {
 		return InspectResult{}, NewError(ctx, ErrBadInput, false, nil, "domid 0 is Domain-0, which has no emulated CD-ROM: give the guest's domid")
 	}
-	devid, err := xen.ParseVdev(in.Vdev)
+	devid, err := parseVdev(ctx, in.Vdev)
 	if err != nil {
-		return InspectResult{}, NewError(ctx, ErrBadInput, false, err, "drive %q: %v", in.Vdev, err)
+		return InspectResult{}, err
 	}
 	info, err := a.domainInfo(ctx, in.DomID)
 	if err != nil {
@@ -115,7 +115,7 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 			"domain %d is the stub domain of domain %d: give the guest's domid", in.DomID, info.Target)
 	}
 	k := kindOf(info)
-	d := Drive{DomID: in.DomID, Name: info.Name, Vdev: in.Vdev, DevID: int(devid), Kind: k, StubDomID: info.StubDomID}
+	d := Drive{DomID: in.DomID, Name: info.Name, Vdev: in.Vdev, DevID: devid, Kind: k, StubDomID: info.StubDomID}
 	if k == KindTraditional {
 		dm := info.DMVersion
 		if dm == "" {
@@ -132,12 +132,9 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	} else {
 		d.StubDomID = 0
 	}
-	v, stubMissing, err := a.findDrive(ctx, info, k, in.Vdev)
+	v, stubMissing, err := a.findDrive(ctx, info, k, in.Vdev, devid)
 	if err != nil {
 		return InspectResult{}, err
-	}
-	if v.DevID != devid {
-		return InspectResult{}, fmt.Errorf("vbd %s of domain %d has devid %d, want %d", in.Vdev, v.FrontendDom, v.DevID, devid)
 	}
 	d.BackendType = v.Type
 	if stubMissing {

@@ -145,7 +145,7 @@ func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
 }
 
 // ResolveDriveStartOptions are the options to start a ResolveDrive run with.
-func ResolveDriveStartOptions(in ResolveDriveInput) client.StartWorkflowOptions {
+func ResolveDriveStartOptions(in activities.ResolveDriveInput) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       ResolveWorkflowID(in.Host, in.Domain, in.Vdev),
 		TaskQueue:                activities.TaskQueue(in.Host),

@@ -112,7 +112,7 @@ func TestStartOptions(t *testing.T) {
 	}
 	assert.Equal(t, []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}, names)
 
-	r := workflows.ResolveDriveStartOptions(workflows.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
+	r := workflows.ResolveDriveStartOptions(activities.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
 	assert.Equal(t, "cdswap-resolve-h1-web1-hdc", r.ID)
 	assert.Equal(t, "cdswap-host-h1", r.TaskQueue)
 	assert.Equal(t, workflows.ResolveDriveTimeout, r.WorkflowExecutionTimeout)

@@ -115,7 +115,7 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 	}
 	defer c.Close()
 
-	drive, err := a.resolve(ctx, c, workflows.ResolveDriveInput{Host: f.host, Domain: f.domain, Vdev: f.vdev}, f.requester)
+	drive, err := a.resolve(ctx, c, activities.ResolveDriveInput{Host: f.host, Domain: f.domain, Vdev: f.vdev}, f.requester)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,6 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 		in.Format = ""
 	}
 	opts := workflows.StartOptions(in)
-	opts.WorkflowExecutionErrorWhenAlreadyStarted = true // else the SDK hands back the running one
 	run, err := c.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, in)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
@@ -201,11 +200,11 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 }
 
 // resolve runs ResolveDrive on the host's queue and explains its failures.
-func (a *App) resolve(ctx context.Context, c client.Client, in workflows.ResolveDriveInput, requester string) (workflows.ResolveDriveResult, error) {
+func (a *App) resolve(ctx context.Context, c client.Client, in activities.ResolveDriveInput, requester string) (activities.ResolveDriveResult, error) {
 	opts := workflows.ResolveDriveStartOptions(in)
 	opts.WorkflowExecutionTimeout = a.resolveTimeout()
 	opts.Memo = map[string]any{"requester": a.requester(requester)}
-	var out workflows.ResolveDriveResult
+	var out activities.ResolveDriveResult
 	run, err := c.ExecuteWorkflow(ctx, opts, workflows.ResolveDriveName, in)
 	if err == nil {
 		err = run.Get(ctx, &out)
