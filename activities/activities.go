@@ -267,15 +267,17 @@ func (a *Activities) domainInfo(ctx context.Context, domid uint32) (xen.DomainIn
 	return info, nil
 }
 
-// checkDrive refuses a Drive that cannot have come from Inspect.
+// checkDrive refuses a Drive that cannot have come from Inspect: its devid must be the one
+// libxl gives its vdev.
 func checkDrive(ctx context.Context, d Drive, want ...Kind) error {
-	id, err := xen.ParseVdev(d.Vdev)
-	switch {
-	case d.DomID == 0:
+	if d.DomID == 0 {
 		return NewError(ctx, ErrBadInput, false, nil, "drive %s has domid 0: pass the Drive Inspect returned", d.Vdev)
+	}
+	id, err := parseVdev(ctx, d.Vdev)
+	switch {
 	case err != nil:
-		return NewError(ctx, ErrBadInput, false, err, "drive %q: %v", d.Vdev, err)
-	case int(id) != d.DevID:
+		return err
+	case id != d.DevID:
 		return NewError(ctx, ErrBadInput, false, nil, "drive %s has devid %d, but %s is devid %d: pass the Drive Inspect returned", d.Vdev, d.DevID, d.Vdev, id)
 	case d.Kind == KindStubdom && d.StubDomID == 0:
 		return NewError(ctx, ErrBadInput, false, nil, "drive %s of domain %d is a stubdom drive without a stubdom id: pass the Drive Inspect returned", d.Vdev, d.DomID)
@@ -298,9 +300,6 @@ func (d Drive) diskDom() uint32 {
 	}
 	return d.DomID
 }
-
-// devID is d.DevID as a xen.DevID.
-func (d Drive) devID() xen.DevID { return xen.DevID(d.DevID) }
 
 // domainName names the drive's domain in messages.
 func (d Drive) domainName() string {

@@ -26,6 +26,8 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/cdswap/cdswap/internal/xen"
 )
 
 // TaskQueuePrefix starts the name of every per-host task queue.
@@ -190,9 +192,10 @@ type Drive struct {
 	Name string
 	// Vdev is the drive as named by the operator and by libxl ("hdc", "xvdc", "sdc").
 	Vdev string
-	// DevID is libxl's devid of Vdev (hdc = 5632). QEMU's device id is "ide-<DevID>", the
-	// stubdom's fdset opaque "stub-devid:<DevID>".
-	DevID int
+	// DevID is libxl's devid of Vdev (hdc = 5632), found once by Inspect (a number in
+	// JSON). QEMU's device id is DevID.QEMUID(), "ide-<DevID>"; the stubdom's fdset opaque
+	// DevID.StubOpaque(), "stub-devid:<DevID>".
+	DevID xen.DevID
 	// Kind is where the device model runs.
 	Kind Kind
 	// StubDomID is the stubdom's domid for KindStubdom, 0 otherwise.
@@ -227,8 +230,8 @@ type ResolveDriveResult struct {
 	DomID uint32
 	// Name is the guest's name.
 	Name string
-	// DevID is libxl's devid of the vdev.
-	DevID int
+	// DevID is libxl's devid of the vdev (a number in JSON).
+	DevID xen.DevID
 	// Kind is where the guest's device model runs.
 	Kind Kind
 }

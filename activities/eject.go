@@ -18,7 +18,7 @@ func (a *Activities) Eject(ctx context.Context, in EjectInput) (EjectResult, err
 	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
 		return EjectResult{}, err
 	}
-	id := d.devID().QEMUID()
+	id := d.DevID.QEMUID()
 	var res EjectResult
 	err := a.withDrive(ctx, d, func(c *qmp.Client, b *qmp.BlockInfo) error {
 		if b.Inserted == nil {

@@ -48,7 +48,7 @@ func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (Re
 		if err != nil {
 			return fmt.Errorf("query-fdsets: %w", err)
 		}
-		ids = stubSets(sets, d.devID())
+		ids = stubSets(sets, d.DevID)
 		for _, id := range ids {
 			err := c.RemoveFD(ctx, id, nil)
 			switch {
@@ -101,7 +101,7 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 		return WaitFdsetResult{}, err
 	}
 	w := &fdsetWait{
-		a: a, d: d, info: info, log: log, opaque: d.devID().StubOpaque(),
+		a: a, d: d, info: info, log: log, opaque: d.DevID.StubOpaque(),
 		known:        idSet(in.KnownFdsets),
 		prog:         resumedProgress(ctx, log),
 		feState:      "unknown",
@@ -286,7 +286,7 @@ func (a *Activities) pollFdsets(ctx context.Context, info xen.DomainInfo) ([]qmp
 func (a *Activities) frontendState(ctx context.Context, d Drive) (xen.XenbusState, error) {
 	st := xen.StateUnknown
 	err := a.withXS(ctx, func(c *xs.Client) error {
-		fe, err := c.Read(ctx, xen.LibxlPath(d.StubDomID, d.devID())+"/frontend")
+		fe, err := c.Read(ctx, xen.LibxlPath(d.StubDomID, d.DevID)+"/frontend")
 		if errors.Is(err, xs.ErrNotFound) {
 			return nil
 		}

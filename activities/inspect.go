@@ -35,7 +35,7 @@ func insertedFile(b *qmp.BlockInfo) string {
 
 // noDrive is the error for a QEMU that has no drive ide-<devid>.
 func noDrive(ctx context.Context, d Drive, v qmp.Version, cause error) error {
-	id := d.devID().QEMUID()
+	id := d.DevID.QEMUID()
 	return NewError(ctx, ErrNoSuchDrive, false, cause,
 		"QEMU %s of domain %s has no drive %s for %s: domains started by Xen before 4.16 (or a QEMU before 2.8) name their IDE drives differently, and cdswap cannot change them; restart the domain under Xen 4.16 or newer",
 		v, d.domainName(), id, d.Vdev)
@@ -99,121 +99,172 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	if err := a.checkHost(ctx, in.Host); err != nil {
 		return InspectResult{}, err
 	}
-	if in.DomID == 0 {
-		return InspectResult{}, NewError(ctx, ErrBadInput, false, nil, "domid 0 is Domain-0, which has no emulated CD-ROM: give the guest's domid")
-	}
-	devid, err := xen.ParseVdev(in.Vdev)
-	if err != nil {
-		return InspectResult{}, NewError(ctx, ErrBadInput, false, err, "drive %q: %v", in.Vdev, err)
-	}
-	info, err := a.domainInfo(ctx, in.DomID)
+	f, err := a.findInRecords(ctx, in)
 	if err != nil {
 		return InspectResult{}, err
 	}
+	if f.stubMissing {
+		log.Warn("The stubdom has lost the drive's vbd (a change failed half-way?): this change attaches it again",
+			"stubdomid", f.info.StubDomID, "guest_vbd", f.vbd.LibxlPath())
+	}
+
+	// The new medium: every check that can refuse is done before QEMU is asked anything.
+	res := InspectResult{Drive: f.drive, DMVersion: f.info.DMVersion}
+	if res.Medium, res.Format, err = a.checkNewMedium(ctx, in.Medium, in.Format, f.drive.Kind); err != nil {
+		return InspectResult{}, err
+	}
+	res.NewParams = a.newParams(f.drive.Kind, in.DomID, res.Medium, res.Format)
+
+	q, err := a.askQEMU(ctx, f)
+	if err != nil {
+		return InspectResult{}, err
+	}
+	a.describeState(&res, f, q)
+	res.Meta = NewMeta(ctx)
+	log.Info("Inspected drive", "kind", f.drive.Kind, "qemu", res.QEMUVersion, "qemu_file", res.QEMUFile,
+		"tray_open", res.TrayOpen, "locked", res.TrayLocked, "old", res.OldMedium, "new", res.Medium, "in_place", res.InPlace)
+	return res, nil
+}
+
+// inspected is a drive as libxl's records have it.
+type inspected struct {
+	drive Drive
+	info  xen.DomainInfo
+	// vbd is the drive's vbd: the stubdom's for a stubdom guest, unless stubMissing, when
+	// the stubdom has lost it and vbd is the guest's own.
+	vbd         xen.VBD
+	stubMissing bool
+}
+
+// findInRecords finds the drive of a request in libxl's records: the guest (not a stub
+// domain), its device model (refusing qemu-xen-traditional) and the drive's vbd.
+func (a *Activities) findInRecords(ctx context.Context, in InspectInput) (inspected, error) {
+	if in.DomID == 0 {
+		return inspected{}, NewError(ctx, ErrBadInput, false, nil, "domid 0 is Domain-0, which has no emulated CD-ROM: give the guest's domid")
+	}
+	devid, err := parseVdev(ctx, in.Vdev)
+	if err != nil {
+		return inspected{}, err
+	}
+	info, err := a.domainInfo(ctx, in.DomID)
+	if err != nil {
+		return inspected{}, err
+	}
 	if info.Target != 0 {
-		return InspectResult{}, NewError(ctx, ErrBadInput, false, nil,
+		return inspected{}, NewError(ctx, ErrBadInput, false, nil,
 			"domain %d is the stub domain of domain %d: give the guest's domid", in.DomID, info.Target)
 	}
 	k := kindOf(info)
-	d := Drive{DomID: in.DomID, Name: info.Name, Vdev: in.Vdev, DevID: int(devid), Kind: k, StubDomID: info.StubDomID}
-	if k == KindTraditional {
+	d := Drive{DomID: in.DomID, Name: info.Name, Vdev: in.Vdev, DevID: devid, Kind: k}
+	switch k {
+	case KindTraditional:
 		dm := info.DMVersion
 		if dm == "" {
 			dm = "absent (libxl reads that as " + xen.DMQemuXenTraditional + ")"
 		}
-		return InspectResult{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
+		return inspected{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
 			"domain %s runs qemu-xen-traditional (/libxl/%d/dm-version is %s), which has no QMP medium change and which Xen 4.21 removed: only qemu-xen guests (in dom0 or in a Linux stubdom) can be changed; use `xl cd-insert` on that host, or move the guest to qemu-xen",
 			d.domainName(), in.DomID, dm)
-	}
-	if k == KindStubdom {
+	case KindStubdom:
 		if _, err := a.domainInfo(ctx, info.StubDomID); err != nil {
-			return InspectResult{}, err
+			return inspected{}, err
 		}
-	} else {
-		d.StubDomID = 0
+		d.StubDomID = info.StubDomID
 	}
-	v, stubMissing, err := a.findDrive(ctx, info, k, in.Vdev)
+	v, stubMissing, err := a.findDrive(ctx, info, k, in.Vdev, devid)
 	if err != nil {
-		return InspectResult{}, err
-	}
-	if v.DevID != devid {
-		return InspectResult{}, fmt.Errorf("vbd %s of domain %d has devid %d, want %d", in.Vdev, v.FrontendDom, v.DevID, devid)
+		return inspected{}, err
 	}
 	d.BackendType = v.Type
 	if stubMissing {
 		// The change attaches a phy vbd to the stubdom, as libxl would have left it.
 		d.BackendType = xen.TypePhy
-		log.Warn("The stubdom has lost the drive's vbd (a change failed half-way?): this change attaches it again",
-			"stubdomid", info.StubDomID, "guest_vbd", v.LibxlPath())
 	}
+	return inspected{drive: d, info: info, vbd: v, stubMissing: stubMissing}, nil
+}
 
-	// The new medium: every check that can refuse is done before QEMU is asked anything.
-	res := InspectResult{DMVersion: info.DMVersion}
-	if in.Medium != "" {
-		f, err := a.checkFormat(ctx, in.Format, k)
-		if err != nil {
-			return InspectResult{}, err
-		}
-		m, err := a.openMedium(ctx, in.Medium, f, false)
-		if err != nil {
-			return InspectResult{}, err
-		}
-		m.File.Close()
-		res.Medium, res.Format = m.Path, f
+// checkNewMedium validates the new medium of a change to a drive of kind k: its format,
+// and a file that may be inserted. It returns the medium's resolved path and its normalized
+// format, both "" for an eject.
+func (a *Activities) checkNewMedium(ctx context.Context, medium, format string, k Kind) (resolved, normFormat string, err error) {
+	if medium == "" {
+		return "", "", nil
 	}
-	res.NewParams = a.newParams(k, in.DomID, res.Medium, res.Format)
+	f, err := a.checkFormat(ctx, format, k)
+	if err != nil {
+		return "", "", err
+	}
+	m, err := a.openMedium(ctx, medium, f, false)
+	if err != nil {
+		return "", "", err
+	}
+	m.File.Close()
+	return m.Path, f, nil
+}
 
+// qemuState is what the guest's QEMU says about the drive.
+type qemuState struct {
+	ver   qmp.Version
+	block *qmp.BlockInfo // the drive's query-block entry
+	sets  []qmp.FdsetInfo
+}
+
+// askQEMU reads the guest QEMU's version, the drive's query-block entry and the fdsets. It
+// refuses a QEMU without blockdev-change-medium, or without the drive.
+func (a *Activities) askQEMU(ctx context.Context, f inspected) (qemuState, error) {
+	var q qemuState
 	var blocks []qmp.BlockInfo
-	var sets []qmp.FdsetInfo
-	var ver qmp.Version
-	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
-		ver = c.Version()
+	err := a.withQMP(ctx, f.info, func(c *qmp.Client) error {
+		q.ver = c.Version()
 		var err error
 		if blocks, err = c.QueryBlock(ctx); err != nil {
 			return fmt.Errorf("query-block: %w", err)
 		}
-		if sets, err = c.QueryFdsets(ctx); err != nil {
+		if q.sets, err = c.QueryFdsets(ctx); err != nil {
 			return fmt.Errorf("query-fdsets: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return InspectResult{}, err
+		return qemuState{}, err
 	}
-	if !ver.AtLeast(2, 5, 0) {
-		return InspectResult{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
-			"QEMU %s of domain %s is older than 2.5 and has no blockdev-change-medium: upgrade the device model", ver, d.domainName())
+	if !q.ver.AtLeast(2, 5, 0) {
+		return qemuState{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
+			"QEMU %s of domain %s is older than 2.5 and has no blockdev-change-medium: upgrade the device model", q.ver, f.drive.domainName())
 	}
-	b := findBlock(blocks, devid.QEMUID())
-	if b == nil {
-		return InspectResult{}, noDrive(ctx, d, ver, nil)
+	if q.block = findBlock(blocks, f.drive.DevID.QEMUID()); q.block == nil {
+		return qemuState{}, noDrive(ctx, f.drive, q.ver, nil)
 	}
-	res.Drive = d
-	res.QEMUVersion = ver.String()
+	return q, nil
+}
+
+// describeState fills in res the drive's state now, from QEMU and libxl's records: the
+// tray, the medium held as libxl's records name it, what a restore puts back, the
+// stub-devid fdsets, and whether the change has nothing to do. res's new medium and params
+// must be set.
+func (a *Activities) describeState(res *InspectResult, f inspected, q qemuState) {
+	k, v, b := f.drive.Kind, f.vbd, q.block
+	res.QEMUVersion = q.ver.String()
 	res.TrayOpen, res.TrayLocked, res.QEMUFile = trayOpen(b), b.Locked, insertedFile(b)
 	res.OldParams = v.Params
 	if b.Inserted != nil {
-		res.OldMedium = a.recordedMedium(k, in.DomID, v)
+		res.OldMedium = a.recordedMedium(k, f.drive.DomID, v)
 	}
-	if stubMissing {
+	if f.stubMissing {
 		// What a restore attaches: the medium QEMU still holds, else an empty drive; never
 		// nothing, so that the drive keeps a vbd.
 		res.OldParams = res.OldMedium
 		if res.OldParams == "" {
-			res.OldParams = a.emptyCDROM(in.DomID)
+			res.OldParams = a.emptyCDROM(f.drive.DomID)
 		}
 	}
 	if res.OldMedium != "" {
 		res.OldFormat = a.recordedFormat(k, v, b)
 	}
 	if k == KindStubdom {
-		res.Fdsets = stubSets(sets, devid)
+		res.Fdsets = stubSets(q.sets, f.drive.DevID)
 	}
-	res.InPlace = !stubMissing && a.inPlace(k, v, b, sets, res)
-	res.Meta = NewMeta(ctx)
-	log.Info("Inspected drive", "kind", k, "qemu", res.QEMUVersion, "qemu_file", res.QEMUFile,
-		"tray_open", res.TrayOpen, "locked", res.TrayLocked, "old", res.OldMedium, "new", res.Medium, "in_place", res.InPlace)
-	return res, nil
+	res.InPlace = !f.stubMissing && a.inPlace(k, v, b, q.sets, *res)
 }
 
 // recordedFormat is the format of the medium libxl's records give the drive: raw for a

@@ -41,7 +41,7 @@ func (a *Activities) ChangeMedium(ctx context.Context, in ChangeMediumInput) (Ch
 	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
 		return ChangeMediumResult{}, err
 	}
-	id := d.devID().QEMUID()
+	id := d.DevID.QEMUID()
 	filename := FdsetFilename(in.FdsetID)
 	res := ChangeMediumResult{Filename: filename}
 	err := a.withDrive(ctx, d, func(c *qmp.Client, b *qmp.BlockInfo) error {
@@ -80,7 +80,7 @@ func setUsable(sets []qmp.FdsetInfo, id int64, d Drive) bool {
 			continue
 		}
 		for _, fd := range s.FDs {
-			if d.Kind != KindStubdom || fd.Opaque == d.devID().StubOpaque() {
+			if d.Kind != KindStubdom || fd.Opaque == d.DevID.StubOpaque() {
 				return true
 			}
 		}

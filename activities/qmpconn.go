@@ -281,7 +281,7 @@ func (a *Activities) withDrive(ctx context.Context, d Drive, fn func(c *qmp.Clie
 	if err != nil {
 		return err
 	}
-	id := d.devID().QEMUID()
+	id := d.DevID.QEMUID()
 	return a.withQMP(ctx, info, func(c *qmp.Client) error {
 		blocks, err := c.QueryBlock(ctx)
 		if err != nil {

@@ -55,7 +55,7 @@ func (a *Activities) Record(ctx context.Context, in RecordInput) (RecordResult, 
 // paths in one transaction, after checking <libxl path>/frontend (XSA-178: libxl trusts its
 // own tree, never the backend's).
 func (a *Activities) recordXenstore(ctx context.Context, d Drive, params string) (bool, error) {
-	lp := xen.LibxlPath(d.diskDom(), d.devID())
+	lp := xen.LibxlPath(d.diskDom(), d.DevID)
 	changed := false
 	err := a.withXS(ctx, func(c *xs.Client) error {
 		return c.Update(ctx, func(tx *xs.Tx) error {
@@ -73,8 +73,8 @@ func (a *Activities) recordXenstore(ctx context.Context, d Drive, params string)
 			}
 			typ := d.BackendType
 			if typ == "" {
-				if typ, err = readOr(ctx, tx, lp+"/type"); err != nil {
-					return fmt.Errorf("read %s/type: %w", lp, err)
+				if typ, err = xen.ReadOptional(ctx, tx, lp+"/type"); err != nil {
+					return err
 				}
 			}
 			for _, dir := range []string{be, lp} {
@@ -242,17 +242,10 @@ func writeFileAtomic(p string, b []byte) error {
 func (a *Activities) trustedOld(ctx context.Context, d Drive, info xen.DomainInfo, p string) bool {
 	p = filepath.Clean(p)
 	if raw, err := os.ReadFile(xen.ConfigPath(a.cfg.LibxlDir, d.DomID, info.UUID)); err == nil {
-		var cfg struct {
-			Disks []struct {
-				Vdev     string `json:"vdev"`
-				PdevPath string `json:"pdev_path"`
-			} `json:"disks"`
-		}
-		if json.Unmarshal(raw, &cfg) == nil {
-			for _, disk := range cfg.Disks {
-				if disk.Vdev == d.Vdev && disk.PdevPath != "" && filepath.Clean(disk.PdevPath) == p {
-					return true
-				}
+		disks, _ := xen.ConfigDisks(raw) // an unreadable config vouches for nothing
+		for _, disk := range disks {
+			if disk.Vdev == d.Vdev && disk.PdevPath != "" && filepath.Clean(disk.PdevPath) == p {
+				return true
 			}
 		}
 	}
@@ -264,7 +257,7 @@ func (a *Activities) trustedOld(ctx context.Context, d Drive, info xen.DomainInf
 		var v xen.VBD
 		err := a.withXS(ctx, func(c *xs.Client) error {
 			var err error
-			v, err = xen.ReadVBD(ctx, c, dom, d.devID())
+			v, err = xen.ReadVBD(ctx, c, dom, d.DevID)
 			return err
 		})
 		if err == nil && v.Path() != "" && filepath.Clean(v.Path()) == p {

@@ -22,56 +22,53 @@ func kindOf(info xen.DomainInfo) Kind {
 	return KindDom0
 }
 
-// findDrive finds the cdrom vbd vdev of a domain of kind k in libxl's trusted records: the
-// stubdom's vbds for a stubdom guest (the disk libxl_cdrom_insert changes), the guest's own
-// otherwise. A vdev that is a disk is ErrNotCDROM, a missing one ErrNoSuchDrive.
+// findDrive finds the cdrom vbd vdev (devid, parsed by the caller) of a domain of kind k in
+// libxl's trusted records: the stubdom's vbds for a stubdom guest (the disk
+// libxl_cdrom_insert changes), the guest's own otherwise. A vdev that is a disk is
+// ErrNotCDROM, a missing one ErrNoSuchDrive.
 //
 // A stubdom guest whose stubdom has lost the drive's vbd (libxl's dead end "Virtual device
 // not found", left by a change that failed half-way) still has the drive in its own vbds,
 // which libxl's stubdom path never touches: then that vbd is returned with stubMissing set,
 // and a change attaches the stubdom's vbd again.
-func (a *Activities) findDrive(ctx context.Context, info xen.DomainInfo, k Kind, vdev string) (v xen.VBD, stubMissing bool, err error) {
+func (a *Activities) findDrive(ctx context.Context, info xen.DomainInfo, k Kind, vdev string, devid xen.DevID) (v xen.VBD, stubMissing bool, err error) {
 	if k == KindStubdom {
-		v, err := a.findDriveIn(ctx, info, info.StubDomID, k, vdev)
-		if !isType(err, ErrNoSuchDrive) {
-			return v, false, err
+		v, err = a.findDriveIn(ctx, info, info.StubDomID, k, vdev)
+		if isType(err, ErrNoSuchDrive) {
+			if own, oerr := a.findDriveIn(ctx, info, info.DomID, k, vdev); oerr == nil {
+				v, stubMissing, err = own, true, nil
+			}
 		}
-		if own, oerr := a.findDriveIn(ctx, info, info.DomID, k, vdev); oerr == nil {
-			return own, true, nil
-		}
-		return v, false, err
+	} else {
+		v, err = a.findDriveIn(ctx, info, info.DomID, k, vdev)
 	}
-	v, err = a.findDriveIn(ctx, info, info.DomID, k, vdev)
-	return v, false, err
+	if err == nil && v.DevID != devid {
+		return xen.VBD{}, false, fmt.Errorf("vbd %s of domain %d has devid %d, want %d", vdev, v.FrontendDom, v.DevID, devid)
+	}
+	return v, stubMissing, err
 }
 
-// findDriveIn looks for the drive among the vbds of diskDom.
+// findDriveIn looks for the drive among the vbds of diskDom, explaining a miss for a person.
 func (a *Activities) findDriveIn(ctx context.Context, info xen.DomainInfo, diskDom uint32, k Kind, vdev string) (xen.VBD, error) {
-	var vbds []xen.VBD
+	var v xen.VBD
 	err := a.withXS(ctx, func(c *xs.Client) error {
 		var err error
-		vbds, err = xen.ListVBDs(ctx, c, diskDom)
+		v, err = xen.FindCDROM(ctx, c, diskDom, vdev)
 		return err
 	})
-	if err != nil {
+	var nf *xen.NoCDROMError
+	switch {
+	case err == nil:
+		return v, nil
+	case !errors.As(err, &nf):
 		return xen.VBD{}, fmt.Errorf("list the vbds of domain %d: %w", diskDom, err)
-	}
-	var cdroms []string
-	for _, v := range vbds {
-		if v.Vdev == vdev {
-			if v.DeviceType != "cdrom" {
-				return xen.VBD{}, NewError(ctx, ErrNotCDROM, false, nil,
-					"%s of domain %s (%d) is a %s, not a CD-ROM drive: only CD-ROM media can be changed; pick the guest's cdrom vdev", vdev, info.Name, info.DomID, v.DeviceType)
-			}
-			return v, nil
-		}
-		if v.DeviceType == "cdrom" {
-			cdroms = append(cdroms, v.Vdev)
-		}
+	case nf.DeviceType != "":
+		return xen.VBD{}, NewError(ctx, ErrNotCDROM, false, nil,
+			"%s of domain %s (%d) is a %s, not a CD-ROM drive: only CD-ROM media can be changed; pick the guest's cdrom vdev", vdev, info.Name, info.DomID, nf.DeviceType)
 	}
 	has := "it has no CD-ROM drive"
-	if len(cdroms) > 0 {
-		has = "its CD-ROM drives are " + strings.Join(cdroms, ", ")
+	if len(nf.CDROMs) > 0 {
+		has = "its CD-ROM drives are " + strings.Join(nf.CDROMs, ", ")
 	}
 	hint := ""
 	if k == KindStubdom {
@@ -79,6 +76,17 @@ func (a *Activities) findDriveIn(ctx context.Context, info xen.DomainInfo, diskD
 	}
 	return xen.VBD{}, NewError(ctx, ErrNoSuchDrive, false, nil,
 		"domain %s (%d) has no drive %s: %s%s", info.Name, info.DomID, vdev, has, hint)
+}
+
+// parseVdev is the devid libxl gives vdev; a name libxl would refuse is ErrBadInput. Every
+// drive is parsed here once, when a step first meets it (ResolveDrive, Inspect); later steps
+// carry the devid in their Drive.
+func parseVdev(ctx context.Context, vdev string) (xen.DevID, error) {
+	id, err := xen.ParseVdev(vdev)
+	if err != nil {
+		return 0, NewError(ctx, ErrBadInput, false, err, "drive %q: %v", vdev, err)
+	}
+	return id, nil
 }
 
 // ResolveDrive finds a drive by host, domain name or domid, and vdev (see ResolveDriveInput).
@@ -90,11 +98,12 @@ func (a *Activities) ResolveDrive(ctx context.Context, in ResolveDriveInput) (Re
 	if in.Domain == "" {
 		return ResolveDriveResult{}, NewError(ctx, ErrBadInput, false, nil, "no domain given: name the guest, or give its domid")
 	}
-	if _, err := xen.ParseVdev(in.Vdev); err != nil {
-		return ResolveDriveResult{}, NewError(ctx, ErrBadInput, false, err, "drive %q: %v", in.Vdev, err)
+	devid, err := parseVdev(ctx, in.Vdev)
+	if err != nil {
+		return ResolveDriveResult{}, err
 	}
 	var info xen.DomainInfo
-	err := a.withXS(ctx, func(c *xs.Client) error {
+	err = a.withXS(ctx, func(c *xs.Client) error {
 		var err error
 		info, err = xen.FindDomain(ctx, c, in.Domain)
 		return err
@@ -119,10 +128,9 @@ func (a *Activities) ResolveDrive(ctx context.Context, in ResolveDriveInput) (Re
 			"domain %q (%d) is the stub domain of domain %d: name the guest itself", in.Domain, info.DomID, info.Target)
 	}
 	k := kindOf(info)
-	v, _, err := a.findDrive(ctx, info, k, in.Vdev)
-	if err != nil {
+	if _, _, err := a.findDrive(ctx, info, k, in.Vdev, devid); err != nil {
 		return ResolveDriveResult{}, err
 	}
-	log.Info("Resolved drive", "domain", in.Domain, "domid", info.DomID, "devid", int(v.DevID), "kind", k)
-	return ResolveDriveResult{Meta: NewMeta(ctx), DomID: info.DomID, Name: info.Name, DevID: int(v.DevID), Kind: k}, nil
+	log.Info("Resolved drive", "domain", in.Domain, "domid", info.DomID, "devid", int(devid), "kind", k)
+	return ResolveDriveResult{Meta: NewMeta(ctx), DomID: info.DomID, Name: info.Name, DevID: devid, Kind: k}, nil
 }

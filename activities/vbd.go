@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xs"
@@ -24,7 +23,7 @@ func (a *Activities) DetachVBD(ctx context.Context, in DetachVBDInput) (DetachVB
 	}
 	var res DetachVBDResult
 	err := a.withXS(ctx, func(c *xs.Client) error {
-		v, err := xen.ReadVBD(ctx, c, d.StubDomID, d.devID())
+		v, err := xen.ReadVBD(ctx, c, d.StubDomID, d.DevID)
 		if errors.Is(err, xen.ErrNoSuchVBD) {
 			res = DetachVBDResult{WasAbsent: true}
 			return nil
@@ -91,7 +90,7 @@ func (a *Activities) AttachVBD(ctx context.Context, in AttachVBDInput) (AttachVB
 	present := false
 	err = a.withXS(ctx, func(c *xs.Client) error {
 		var err error
-		v, err = xen.ReadVBD(ctx, c, d.StubDomID, d.devID())
+		v, err = xen.ReadVBD(ctx, c, d.StubDomID, d.DevID)
 		if err == nil {
 			present = true
 		} else if errors.Is(err, xen.ErrNoSuchVBD) {
@@ -111,12 +110,12 @@ func (a *Activities) AttachVBD(ctx context.Context, in AttachVBDInput) (AttachVB
 		if err := a.checkVBDParams(ctx, d, info, in.Params); err != nil {
 			return AttachVBDResult{}, err
 		}
-		v = xen.VBD{BackendDom: 0, FrontendDom: d.StubDomID, DevID: d.devID(), Vdev: d.Vdev, Type: xen.TypePhy, Params: in.Params}
+		v = xen.VBD{BackendDom: 0, FrontendDom: d.StubDomID, DevID: d.DevID, Vdev: d.Vdev, Type: xen.TypePhy, Params: in.Params}
 		err = a.withXS(ctx, func(c *xs.Client) error {
 			err := xen.AddVBD(ctx, c, v)
 			if errors.Is(err, xen.ErrDeviceExists) {
 				// Added meanwhile (an attempt whose reply was lost): the same params are fine.
-				cur, rerr := xen.ReadVBD(ctx, c, d.StubDomID, d.devID())
+				cur, rerr := xen.ReadVBD(ctx, c, d.StubDomID, d.DevID)
 				if rerr == nil && cur.Params == in.Params {
 					present = true
 					return nil
@@ -131,7 +130,7 @@ func (a *Activities) AttachVBD(ctx context.Context, in AttachVBDInput) (AttachVB
 			log.Info("Attached a vbd to the stubdom", "backend", v.BackendPath(), "params", in.Params)
 		}
 	}
-	if err := a.waitAttached(ctx, d, v); err != nil {
+	if err := a.waitAttached(ctx, v); err != nil {
 		return AttachVBDResult{}, err
 	}
 	return AttachVBDResult{Meta: NewMeta(ctx), WasPresent: present}, nil
@@ -182,63 +181,27 @@ func (a *Activities) checkVBDParams(ctx context.Context, d Drive, info xen.Domai
 	return nil
 }
 
-// waitAttached waits, as libxl__wait_device_connection does, for the new vbd's backend to
-// reach InitWait (or later) with the hotplug script done: hotplug-status "connected".
-// "error" or "busy" is ErrHotplugFailed; a wait longer than VBDTimeout is a plain
-// (retryable) error.
-func (a *Activities) waitAttached(ctx context.Context, d Drive, v xen.VBD) error {
+// waitAttached waits, as libxl__wait_device_connection does (xen.WaitAttached), for the new
+// vbd's backend to reach InitWait (or later) with the hotplug script done: hotplug-status
+// "connected". "error" or "busy" is ErrHotplugFailed; a wait longer than VBDTimeout is a
+// plain (retryable) error.
+func (a *Activities) waitAttached(ctx context.Context, v xen.VBD) error {
 	be := v.BackendPath()
 	wctx, cancel := context.WithTimeout(ctx, a.cfg.VBDTimeout)
 	defer cancel()
-	return a.withXS(ctx, func(c *xs.Client) error {
-		w, err := c.Watch(wctx, be, "")
-		if err != nil {
-			return fmt.Errorf("watch %s: %w", be, err)
-		}
-		defer func() {
-			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), dialTimeout)
-			defer ccancel()
-			_ = w.Close(cctx) // the answer is known; a failed UNWATCH only leaks a watch
-		}()
-		last := "nothing yet"
-		for {
-			st, _ := readOr(wctx, c, be+"/state")
-			hs, _ := readOr(wctx, c, be+"/hotplug-status")
-			last = fmt.Sprintf("state %q, hotplug-status %q", st, hs)
-			switch hs {
-			case "error", "busy":
-				msg, _ := readOr(wctx, c, be+"/hotplug-error")
-				if msg == "" {
-					msg = "no hotplug-error text"
-				}
-				return NewError(ctx, ErrHotplugFailed, false, nil,
-					"the block hotplug script failed for the stub domain's new vbd %s (params %s): hotplug-status %s: %s; check the file and the host's loop devices (`losetup -a`)",
-					be, v.Params, hs, msg)
-			case "connected":
-				if n, err := strconv.Atoi(st); err == nil && n >= int(xen.StateInitWait) && n <= int(xen.StateConnected) {
-					return nil
-				}
-			}
-			select {
-			case <-wctx.Done():
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("the stub domain's new vbd %s did not become ready within %s (last seen: %s): retried", be, a.cfg.VBDTimeout, last)
-			case _, ok := <-w.Events():
-				if !ok {
-					return fmt.Errorf("watch %s ended (last seen: %s): %w", be, last, xs.ErrClosed)
-				}
-			}
-		}
-	})
-}
-
-// readOr reads a node, "" when absent.
-func readOr(ctx context.Context, ops xs.Ops, p string) (string, error) {
-	v, err := ops.Read(ctx, p)
-	if errors.Is(err, xs.ErrNotFound) {
-		return "", nil
+	err := a.withXS(ctx, func(c *xs.Client) error { return xen.WaitAttached(wctx, c, be) })
+	var he *xen.HotplugError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &he):
+		return NewError(ctx, ErrHotplugFailed, false, nil,
+			"the block hotplug script failed for the stub domain's new vbd %s (params %s): hotplug-status %s: %s; check the file and the host's loop devices (`losetup -a`)",
+			be, v.Params, he.Status, he.Reason())
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("the stub domain's new vbd %s did not become ready within %s: retried: %w", be, a.cfg.VBDTimeout, err)
 	}
-	return v, err
+	return err
 }

@@ -137,7 +137,7 @@ func TestRecordHistories(t *testing.T) {
 
 		ctx := testenv.Context(t, 30*time.Second)
 		stub := domainOf(t, h, xensim.KindStubdom)
-		in := workflows.ResolveDriveInput{Host: h.Name(), Domain: stub.Name, Vdev: stub.Vdev}
+		in := activities.ResolveDriveInput{Host: h.Name(), Domain: stub.Name, Vdev: stub.Vdev}
 		rrun, err := the.client.ExecuteWorkflow(ctx, workflows.ResolveDriveStartOptions(in), workflows.ResolveDriveName, in)
 		require.NoError(t, err)
 		require.NoError(t, rrun.Get(ctx, nil))

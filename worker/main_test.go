@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/devserver"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
@@ -159,10 +160,10 @@ func TestServe(t *testing.T) {
 
 	c := srv.Client()
 	dom := h.Domains()[0]
-	rin := workflows.ResolveDriveInput{Host: h.Name(), Domain: dom.Name, Vdev: "hdc"}
+	rin := activities.ResolveDriveInput{Host: h.Name(), Domain: dom.Name, Vdev: "hdc"}
 	run, err := c.ExecuteWorkflow(ctx, workflows.ResolveDriveStartOptions(rin), workflows.ResolveDriveName, rin)
 	require.NoError(t, err)
-	var res workflows.ResolveDriveResult
+	var res activities.ResolveDriveResult
 	require.NoError(t, run.Get(ctx, &res))
 	assert.Equal(t, dom.DomID, res.DomID)
 

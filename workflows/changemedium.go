@@ -495,7 +495,7 @@ func (s *swap) manualAction(err error) string {
 		what = fmt.Sprintf("its medium or its stubdom vbd (/libxl/%d/device/vbd/%d)", s.drive.StubDomID, s.drive.DevID)
 	}
 	return fmt.Sprintf("drive %s of domain %s on host %s may have lost %s: restoring failed at %s (%s); fix that, then run `%s` on %s, or submit the change again",
-		s.in.Vdev, s.domain(), s.in.Host, what, s.restoreFailedAt, rootMessage(err), cmd, s.in.Host)
+		s.in.Vdev, s.domain(), s.in.Host, what, s.restoreFailedAt, ErrorMessage(err, ""), cmd, s.in.Host)
 }
 
 // unlock releases libxl's lock on the disconnected context ctx. A failure is logged only:
@@ -520,7 +520,7 @@ func (s *swap) finish(ctx workflow.Context, e end) (ChangeMediumResult, error) {
 		Action:  e.action,
 	}
 	if e.cause != nil {
-		res.ErrorType, res.Error = CauseType(e.cause), rootMessage(e.cause)
+		res.ErrorType, res.Error = CauseType(e.cause), ErrorMessage(e.cause, "")
 	}
 	s.upsertOutcome(ctx, e.outcome)
 	s.log.Info("Change ended", "outcome", e.outcome, "error", res.Error)
@@ -611,7 +611,7 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 		return out, nil
 	}
 	r.Attempts = failedAttempts(err, opts.RetryPolicy.MaximumAttempts)
-	r.ErrorType, r.Error = CauseType(err), rootMessage(err)
+	r.ErrorType, r.Error = CauseType(err), ErrorMessage(err, "")
 	if r.ErrorType == "" && isCanceled(ctx, err) {
 		r.ErrorType = "Canceled"
 	}
@@ -640,26 +640,6 @@ func failedAttempts(err error, maxAttempts int32) int32 {
 		return maxAttempts
 	}
 	return 0
-}
-
-// rootMessage is the message of the first application, timeout or cancellation error in
-// err's chain: the activity's own message under an ActivityError, or the message a workflow
-// wrapper chose.
-func rootMessage(err error) string {
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		switch x := e.(type) {
-		case *temporal.ApplicationError:
-			return x.Message()
-		case *temporal.TimeoutError:
-			return fmt.Sprintf("timed out (%s)", x.TimeoutType())
-		case *temporal.CanceledError:
-			return "canceled"
-		}
-	}
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // isCanceled reports whether err ends a step because the run was canceled.

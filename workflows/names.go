@@ -145,7 +145,7 @@ func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
 }
 
 // ResolveDriveStartOptions are the options to start a ResolveDrive run with.
-func ResolveDriveStartOptions(in ResolveDriveInput) client.StartWorkflowOptions {
+func ResolveDriveStartOptions(in activities.ResolveDriveInput) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       ResolveWorkflowID(in.Host, in.Domain, in.Vdev),
 		TaskQueue:                activities.TaskQueue(in.Host),
@@ -189,6 +189,43 @@ func CauseType(err error) string {
 		}
 	}
 	return t
+}
+
+// ErrorMessage is the message a person sees for err, the error of a step or of a run: the
+// message of the first application error in err's chain (which an activity or a workflow
+// phrased for a person, without the SDK's wrapping), else what ended it: a timeout, a
+// termination or a cancellation. subject names what timed out or ended: "" for a step's
+// error inside a run ("timed out (StartToClose)", "canceled"), "the workflow" for a run's
+// own error ("the workflow timed out (WorkflowExecution)", "the workflow was canceled").
+// An error with none of these in its chain gives its own text.
+func ErrorMessage(err error, subject string) string {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		var what string
+		passive := false
+		switch x := e.(type) {
+		case *temporal.ApplicationError:
+			return x.Message()
+		case *temporal.TimeoutError:
+			what = fmt.Sprintf("timed out (%s)", x.TimeoutType())
+		case *temporal.TerminatedError:
+			what, passive = "terminated (by an operator, or by the Temporal CLI or Web UI)", true
+		case *temporal.CanceledError:
+			what, passive = "canceled", true
+		default:
+			continue
+		}
+		switch {
+		case subject == "":
+			return what
+		case passive:
+			return subject + " was " + what
+		}
+		return subject + " " + what
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // IsNoWorker reports whether err, from a ResolveDrive run, means that no cdswap-worker polls

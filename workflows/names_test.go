@@ -112,7 +112,7 @@ func TestStartOptions(t *testing.T) {
 	}
 	assert.Equal(t, []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}, names)
 
-	r := workflows.ResolveDriveStartOptions(workflows.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
+	r := workflows.ResolveDriveStartOptions(activities.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
 	assert.Equal(t, "cdswap-resolve-h1-web1-hdc", r.ID)
 	assert.Equal(t, "cdswap-host-h1", r.TaskQueue)
 	assert.Equal(t, workflows.ResolveDriveTimeout, r.WorkflowExecutionTimeout)
@@ -165,6 +165,35 @@ func TestErrorHelpers(t *testing.T) {
 			require.Equal(t, tt.result != nil, ok, "ResultFromError(%v) found a result", tt.err)
 			if tt.result != nil {
 				assert.Equal(t, *tt.result, got)
+			}
+		})
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	app := temporal.NewNonRetryableApplicationError("domain web1 has no drive hdd", activities.ErrNoSuchDrive, nil)
+	timeout := temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_START_TO_CLOSE, nil)
+	tests := []struct {
+		name     string
+		err      error
+		step     string // ErrorMessage(err, "")
+		workflow string // ErrorMessage(err, "the workflow")
+	}{
+		{"application error under wrapping", fmt.Errorf("activity error: %w", app), "domain web1 has no drive hdd", "domain web1 has no drive hdd"},
+		{"the first application error wins", temporal.NewApplicationErrorWithCause("change failed", "SwapFailed", app), "change failed", "change failed"},
+		{"timeout", fmt.Errorf("wrapped: %w", timeout), "timed out (StartToClose)", "the workflow timed out (StartToClose)"},
+		{"canceled", temporal.NewCanceledError(), "canceled", "the workflow was canceled"},
+		{"terminated", &temporal.TerminatedError{}, "terminated (by an operator, or by the Temporal CLI or Web UI)", "the workflow was terminated (by an operator, or by the Temporal CLI or Web UI)"},
+		{"plain error", errors.New("connection refused"), "connection refused", "connection refused"},
+		{"nil", nil, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := workflows.ErrorMessage(tt.err, ""); got != tt.step {
+				t.Errorf(`ErrorMessage(%v, "") = %q, want %q`, tt.err, got, tt.step)
+			}
+			if got := workflows.ErrorMessage(tt.err, "the workflow"); got != tt.workflow {
+				t.Errorf(`ErrorMessage(%v, "the workflow") = %q, want %q`, tt.err, got, tt.workflow)
 			}
 		})
 	}

@@ -92,12 +92,12 @@ func TestReplayHarness(t *testing.T) {
 
 	require.NoError(t, replayFile(path, workflows.Register))
 
-	changed := func(ctx workflow.Context, in workflows.ResolveDriveInput) (workflows.ResolveDriveResult, error) {
+	changed := func(ctx workflow.Context, in activities.ResolveDriveInput) (activities.ResolveDriveResult, error) {
 		var a *activities.Activities
 		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Second})
 		var out activities.InspectResult
 		err := workflow.ExecuteActivity(ctx, a.Inspect, activities.InspectInput{Host: in.Host}).Get(ctx, &out)
-		return workflows.ResolveDriveResult{}, err
+		return activities.ResolveDriveResult{}, err
 	}
 	err := replayFile(path, func(r workflows.Registry) {
 		r.RegisterWorkflowWithOptions(changed, workflow.RegisterOptions{Name: workflows.ResolveDriveName})
@@ -116,7 +116,7 @@ func resolveHistoryJSON(t *testing.T) []byte {
 		require.NoError(t, err)
 		return p
 	}
-	in := workflows.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev}
+	in := activities.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev}
 	tq := &taskqueuepb.TaskQueue{Name: activities.TaskQueue(testHost), Kind: enumspb.TASK_QUEUE_KIND_NORMAL}
 	start := time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC)
 	var events []*historypb.HistoryEvent
@@ -188,7 +188,7 @@ func resolveHistoryJSON(t *testing.T) []byte {
 	completed = workflowTask()
 	add(enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, func(e *historypb.HistoryEvent) {
 		e.Attributes = &historypb.HistoryEvent_WorkflowExecutionCompletedEventAttributes{WorkflowExecutionCompletedEventAttributes: &historypb.WorkflowExecutionCompletedEventAttributes{
-			Result:                       payloads(workflows.ResolveDriveResult{DomID: testDomID, Name: testDomain, DevID: testDevID, Kind: activities.KindStubdom}),
+			Result:                       payloads(result),
 			WorkflowTaskCompletedEventId: completed,
 		}}
 	})

@@ -16,14 +16,14 @@ import (
 )
 
 // resolve runs ResolveDrive against h and returns its result and error.
-func resolve(t *testing.T, h *fakehost.Host, in workflows.ResolveDriveInput) (workflows.ResolveDriveResult, error) {
+func resolve(t *testing.T, h *fakehost.Host, in activities.ResolveDriveInput) (activities.ResolveDriveResult, error) {
 	t.Helper()
 	env := newTestEnv()
 	workflows.Register(env)
 	h.Register(env)
 	env.ExecuteWorkflow(workflows.ResolveDriveName, in)
 	require.True(t, env.IsWorkflowCompleted())
-	var res workflows.ResolveDriveResult
+	var res activities.ResolveDriveResult
 	err := env.GetWorkflowError()
 	if err == nil {
 		require.NoError(t, env.GetWorkflowResult(&res))
@@ -33,10 +33,11 @@ func resolve(t *testing.T, h *fakehost.Host, in workflows.ResolveDriveInput) (wo
 
 func TestResolveDrive(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	in := workflows.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev}
+	in := activities.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev}
 	res, err := resolve(t, h, in)
 	require.NoError(t, err)
-	assert.Equal(t, workflows.ResolveDriveResult{DomID: testDomID, Name: testDomain, DevID: testDevID, Kind: activities.KindStubdom}, res)
+	// The run returns the activity's result, its attempt included.
+	assert.Equal(t, activities.ResolveDriveResult{Meta: activities.Meta{Attempt: 1}, DomID: testDomID, Name: testDomain, DevID: testDevID, Kind: activities.KindStubdom}, res)
 	assert.Equal(t, []activities.ResolveDriveInput{{Host: testHost, Domain: testDomain, Vdev: testVdev}},
 		fakehost.Inputs[activities.ResolveDriveInput](h, "ResolveDrive"))
 }
@@ -44,7 +45,7 @@ func TestResolveDrive(t *testing.T) {
 func TestResolveDriveErrors(t *testing.T) {
 	tests := []struct {
 		name     string
-		in       workflows.ResolveDriveInput
+		in       activities.ResolveDriveInput
 		hook     fakehost.Hook
 		calls    int
 		wantType string
@@ -54,21 +55,21 @@ func TestResolveDriveErrors(t *testing.T) {
 	}{
 		{
 			name:     "no such domain",
-			in:       workflows.ResolveDriveInput{Host: testHost, Domain: "nope", Vdev: testVdev},
+			in:       activities.ResolveDriveInput{Host: testHost, Domain: "nope", Vdev: testVdev},
 			hook:     fakehost.FailWith(activities.ErrNoSuchDomain),
 			calls:    1,
 			wantType: activities.ErrNoSuchDomain,
 		},
 		{
 			name:     "no such drive",
-			in:       workflows.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: "hdd"},
+			in:       activities.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: "hdd"},
 			hook:     fakehost.FailWith(activities.ErrNoSuchDrive),
 			calls:    1,
 			wantType: activities.ErrNoSuchDrive,
 		},
 		{
 			name: "no worker",
-			in:   workflows.ResolveDriveInput{Host: "h9", Domain: testDomain, Vdev: testVdev},
+			in:   activities.ResolveDriveInput{Host: "h9", Domain: testDomain, Vdev: testVdev},
 			hook: func(ctx context.Context, n int, in any) error {
 				// What the server reports when no worker took the task within
 				// ScheduleToStartTimeout.
@@ -80,7 +81,7 @@ func TestResolveDriveErrors(t *testing.T) {
 		},
 		{
 			name: "transient errors exhaust the attempts",
-			in:   workflows.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev},
+			in:   activities.ResolveDriveInput{Host: testHost, Domain: testDomain, Vdev: testVdev},
 			hook: func(ctx context.Context, n int, in any) error {
 				return errors.New("dial xenstored: connection refused")
 			},
@@ -90,12 +91,12 @@ func TestResolveDriveErrors(t *testing.T) {
 		},
 		{
 			name:     "no domain",
-			in:       workflows.ResolveDriveInput{Host: testHost, Vdev: testVdev},
+			in:       activities.ResolveDriveInput{Host: testHost, Vdev: testVdev},
 			wantType: activities.ErrBadInput,
 		},
 		{
 			name:     "no host",
-			in:       workflows.ResolveDriveInput{Domain: testDomain, Vdev: testVdev},
+			in:       activities.ResolveDriveInput{Domain: testDomain, Vdev: testVdev},
 			wantType: activities.ErrBadInput,
 		},
 	}

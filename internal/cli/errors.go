@@ -1,10 +1,9 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 
-	"go.temporal.io/sdk/temporal"
+	"github.com/cdswap/cdswap/workflows"
 )
 
 // Exit codes of Main and App.Run.
@@ -51,23 +50,6 @@ func (e *runError) Error() string { return e.err.Error() }
 func (e *runError) Unwrap() error { return e.err }
 
 // workflowMessage is the message a workflow failed with, without the SDK's wrapping
-// ("workflow execution error (type: ..., workflowID: ..., runID: ...): ..."): the message of
-// the first application error in err's chain, which the workflows phrase for a person.
-func workflowMessage(err error) string {
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		switch x := e.(type) {
-		case *temporal.ApplicationError:
-			return x.Message()
-		case *temporal.TimeoutError:
-			return fmt.Sprintf("the workflow timed out (%s)", x.TimeoutType())
-		case *temporal.TerminatedError:
-			return "the workflow was terminated (by an operator, or by the Temporal CLI or Web UI)"
-		case *temporal.CanceledError:
-			return "the workflow was canceled"
-		}
-	}
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
+// ("workflow execution error (type: ..., workflowID: ..., runID: ...): ..."): the message
+// the workflows phrased for a person, or how the run ended ("the workflow was canceled").
+func workflowMessage(err error) string { return workflows.ErrorMessage(err, "the workflow") }

@@ -115,10 +115,32 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 	}
 	defer c.Close()
 
-	drive, err := a.resolve(ctx, c, workflows.ResolveDriveInput{Host: f.host, Domain: f.domain, Vdev: f.vdev}, f.requester)
+	drive, err := a.resolve(ctx, c, activities.ResolveDriveInput{Host: f.host, Domain: f.domain, Vdev: f.vdev}, f.requester)
 	if err != nil {
 		return err
 	}
+	in := a.changeInput(f, drive)
+	started, err := a.startSwap(ctx, c, in)
+	if err != nil {
+		return err
+	}
+	human := a.stdout()
+	if f.json {
+		human = a.stderr()
+	}
+	fmt.Fprintf(human, "%s: workflow %s (run %s)\n", describeRequest(in), started.WorkflowID, started.RunID)
+	if !f.wait {
+		if f.json {
+			return writeJSON(a.stdout(), started)
+		}
+		fmt.Fprintf(human, "follow it: cdswap status %s   (or cdswap history %s; --wait waits for it)\n", started.WorkflowID, started.WorkflowID)
+		return nil
+	}
+	return a.followSwap(ctx, c, f, in, started, human)
+}
+
+// changeInput is the ChangeMedium request of the flags for the resolved drive.
+func (a *App) changeInput(f swapFlags, drive activities.ResolveDriveResult) workflows.ChangeMediumInput {
 	in := workflows.ChangeMediumInput{
 		Host:      f.host,
 		Domain:    f.domain,
@@ -139,32 +161,27 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 	if in.Medium == "" {
 		in.Format = ""
 	}
+	return in
+}
+
+// startSwap starts the ChangeMedium run of in, explaining a drive that has one running.
+func (a *App) startSwap(ctx context.Context, c client.Client, in workflows.ChangeMediumInput) (swapStarted, error) {
 	opts := workflows.StartOptions(in)
-	opts.WorkflowExecutionErrorWhenAlreadyStarted = true // else the SDK hands back the running one
 	run, err := c.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, in)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
-		return a.alreadyRunning(ctx, c, in, opts.ID, already.RunId)
+		return swapStarted{}, a.alreadyRunning(ctx, c, in, opts.ID, already.RunId)
 	}
 	if err != nil {
-		return fmt.Errorf("start the swap of %s on %s (host %s): %w", in.Vdev, in.Domain, in.Host, err)
+		return swapStarted{}, fmt.Errorf("start the swap of %s on %s (host %s): %w", in.Vdev, in.Domain, in.Host, err)
 	}
-	started := swapStarted{WorkflowID: run.GetID(), RunID: run.GetRunID(), Host: in.Host, Domain: in.Domain,
-		DomID: in.DomID, Vdev: in.Vdev, Medium: in.Medium}
+	return swapStarted{WorkflowID: run.GetID(), RunID: run.GetRunID(), Host: in.Host, Domain: in.Domain,
+		DomID: in.DomID, Vdev: in.Vdev, Medium: in.Medium}, nil
+}
 
-	human := a.stdout()
-	if f.json {
-		human = a.stderr()
-	}
-	fmt.Fprintf(human, "%s: workflow %s (run %s)\n", describeRequest(in), started.WorkflowID, started.RunID)
-	if !f.wait {
-		if f.json {
-			return writeJSON(a.stdout(), started)
-		}
-		fmt.Fprintf(human, "follow it: cdswap status %s   (or cdswap history %s; --wait waits for it)\n", started.WorkflowID, started.WorkflowID)
-		return nil
-	}
-
+// followSwap waits (--wait) for the started swap to end, up to --timeout, one line per step
+// on human, and reports how it ended.
+func (a *App) followSwap(ctx context.Context, c client.Client, f swapFlags, in workflows.ChangeMediumInput, started swapStarted, human io.Writer) error {
 	wctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	w := &waiter{c: c, out: human, tty: a.TTY && !f.json, width: a.termWidth(), interval: a.pollInterval()}
@@ -201,11 +218,11 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 }
 
 // resolve runs ResolveDrive on the host's queue and explains its failures.
-func (a *App) resolve(ctx context.Context, c client.Client, in workflows.ResolveDriveInput, requester string) (workflows.ResolveDriveResult, error) {
+func (a *App) resolve(ctx context.Context, c client.Client, in activities.ResolveDriveInput, requester string) (activities.ResolveDriveResult, error) {
 	opts := workflows.ResolveDriveStartOptions(in)
 	opts.WorkflowExecutionTimeout = a.resolveTimeout()
 	opts.Memo = map[string]any{"requester": a.requester(requester)}
-	var out workflows.ResolveDriveResult
+	var out activities.ResolveDriveResult
 	run, err := c.ExecuteWorkflow(ctx, opts, workflows.ResolveDriveName, in)
 	if err == nil {
 		err = run.Get(ctx, &out)

@@ -47,13 +47,13 @@ func ReadDomainInfo(ctx context.Context, ops xs.Ops, domid uint32) (DomainInfo, 
 	if !ok {
 		return info, fmt.Errorf("read domain %d: %s is absent: %w", domid, DomainPath(domid), ErrNoSuchDomain)
 	}
-	if info.Name, err = readOptional(ctx, ops, NamePath(domid)); err != nil {
+	if info.Name, err = ReadOptional(ctx, ops, NamePath(domid)); err != nil {
 		return info, err
 	}
 	if info.UUID, err = readUUID(ctx, ops, domid); err != nil {
 		return info, err
 	}
-	if info.DMVersion, err = readOptional(ctx, ops, DMVersionPath(domid)); err != nil {
+	if info.DMVersion, err = ReadOptional(ctx, ops, DMVersionPath(domid)); err != nil {
 		return info, err
 	}
 	if info.StubDomID, err = readDomID(ctx, ops, DeviceModelDomIDPath(domid)); err != nil {
@@ -65,8 +65,9 @@ func ReadDomainInfo(ctx context.Context, ops xs.Ops, domid uint32) (DomainInfo, 
 	return info, nil
 }
 
-// readOptional reads p, with "" for an absent node.
-func readOptional(ctx context.Context, ops xs.Ops, p string) (string, error) {
+// ReadOptional reads the optional node p, as libxl__xs_read_checked does: "" for an absent
+// node; any other failure is an error naming p. ops may be a *xs.Tx.
+func ReadOptional(ctx context.Context, ops xs.Ops, p string) (string, error) {
 	v, err := ops.Read(ctx, p)
 	if errors.Is(err, xs.ErrNotFound) {
 		return "", nil
@@ -79,7 +80,7 @@ func readOptional(ctx context.Context, ops xs.Ops, p string) (string, error) {
 
 // readDomID reads a domid node, with 0 for an absent or empty one.
 func readDomID(ctx context.Context, ops xs.Ops, p string) (uint32, error) {
-	v, err := readOptional(ctx, ops, p)
+	v, err := ReadOptional(ctx, ops, p)
 	if err != nil || v == "" {
 		return 0, err
 	}
@@ -91,12 +92,12 @@ func readDomID(ctx context.Context, ops xs.Ops, p string) (uint32, error) {
 }
 
 func readUUID(ctx context.Context, ops xs.Ops, domid uint32) (string, error) {
-	vm, err := readOptional(ctx, ops, VMPath(domid))
+	vm, err := ReadOptional(ctx, ops, VMPath(domid))
 	if err != nil || vm == "" {
 		return "", err
 	}
 	if xs.ValidatePath(vm) == nil && strings.HasPrefix(vm, "/") {
-		u, err := readOptional(ctx, ops, vm+"/uuid")
+		u, err := ReadOptional(ctx, ops, vm+"/uuid")
 		if err != nil {
 			return "", err
 		}
@@ -129,7 +130,7 @@ func FindDomain(ctx context.Context, ops xs.Ops, nameOrID string) (DomainInfo, e
 	}
 	var matches []DomainInfo
 	for _, id := range ids {
-		name, err := readOptional(ctx, ops, NamePath(id))
+		name, err := ReadOptional(ctx, ops, NamePath(id))
 		if err != nil {
 			return DomainInfo{}, fmt.Errorf("find domain %q: %w", nameOrID, err)
 		}
@@ -185,7 +186,7 @@ func notFound(ctx context.Context, ops xs.Ops, asked string, ids []uint32) error
 			known = append(known, fmt.Sprintf("and %d more", len(ids)-knownShown))
 			break
 		}
-		name, err := readOptional(ctx, ops, NamePath(id))
+		name, err := ReadOptional(ctx, ops, NamePath(id))
 		if err != nil || name == "" {
 			name = "?"
 		}

@@ -319,11 +319,12 @@ func RemoveVBD(ctx context.Context, c *xs.Client, backendPath string) error {
 // watchCloseTimeout bounds the UNWATCH sent after a wait, which may run after ctx ended.
 const watchCloseTimeout = 2 * time.Second
 
-// waitNode watches p and calls check with its value (found false when absent) at the
-// start and after every event, until check says done or fails, or ctx ends. The error for
-// an ended ctx names what was awaited and the last value seen.
-func waitNode(ctx context.Context, c *xs.Client, p, what string, check func(v string, found bool) (bool, error)) error {
-	w, err := c.Watch(ctx, p, "")
+// waitWatch watches watchPath (a watch fires for changes at or below it) and calls poll at
+// the start and after every event, until poll says done or fails, or ctx ends. poll also
+// says what it saw, for the error of an ended ctx; it returns ctx's own error when a read
+// failed because ctx ended.
+func waitWatch(ctx context.Context, c *xs.Client, watchPath, what string, poll func() (done bool, seen string, err error)) error {
+	w, err := c.Watch(ctx, watchPath, "")
 	if err != nil {
 		return fmt.Errorf("wait for %s: %w", what, err)
 	}
@@ -335,19 +336,13 @@ func waitNode(ctx context.Context, c *xs.Client, p, what string, check func(v st
 
 	last := "nothing read yet"
 	for {
-		v, err := c.Read(ctx, p)
-		found := err == nil
-		switch {
-		case err == nil:
-			last = fmt.Sprintf("%s = %q", p, v)
-		case errors.Is(err, xs.ErrNotFound):
-			last = p + " absent"
-		case ctx.Err() != nil:
-			return fmt.Errorf("wait for %s: last seen %s: %w", what, last, ctx.Err())
-		default:
-			return fmt.Errorf("wait for %s: read %s: %w", what, p, err)
+		done, seen, err := poll()
+		if seen != "" {
+			last = seen
 		}
-		done, err := check(v, found)
+		if cerr := ctx.Err(); err != nil && cerr != nil && errors.Is(err, cerr) {
+			return fmt.Errorf("wait for %s: last seen %s: %w", what, last, cerr)
+		}
 		if err != nil {
 			return fmt.Errorf("wait for %s: %w", what, err)
 		}
@@ -363,6 +358,38 @@ func waitNode(ctx context.Context, c *xs.Client, p, what string, check func(v st
 			}
 		}
 	}
+}
+
+// readWaited reads p for a wait: found false for an absent node, and ctx's own error when
+// the read failed because ctx ended.
+func readWaited(ctx context.Context, c *xs.Client, p string) (v string, found bool, err error) {
+	v, err = c.Read(ctx, p)
+	switch {
+	case err == nil:
+		return v, true, nil
+	case errors.Is(err, xs.ErrNotFound):
+		return "", false, nil
+	case ctx.Err() != nil:
+		return "", false, ctx.Err()
+	}
+	return "", false, fmt.Errorf("read %s: %w", p, err)
+}
+
+// waitNode waits on the single node p: check gets its value (found false when absent) at
+// the start and after every event.
+func waitNode(ctx context.Context, c *xs.Client, p, what string, check func(v string, found bool) (bool, error)) error {
+	return waitWatch(ctx, c, p, what, func() (bool, string, error) {
+		v, found, err := readWaited(ctx, c, p)
+		if err != nil {
+			return false, "", err
+		}
+		seen := p + " absent"
+		if found {
+			seen = fmt.Sprintf("%s = %q", p, v)
+		}
+		done, err := check(v, found)
+		return done, seen, err
+	})
 }
 
 // WaitBackendState waits until the backend's state node reads want, as
@@ -384,28 +411,84 @@ func WaitBackendState(ctx context.Context, c *xs.Client, backendPath string, wan
 	})
 }
 
+// HotplugError is the failure a hotplug script reports in the backend directory
+// (tools/hotplug/Linux/xen-hotplug-common.sh): hotplug-status "error" or "busy", and the
+// script's hotplug-error text. It matches ErrHotplug.
+type HotplugError struct {
+	// Status is hotplug-status: "error" or "busy".
+	Status string
+	// Text is hotplug-error, "" when the script wrote none.
+	Text string
+}
+
+func (e *HotplugError) Error() string {
+	return fmt.Sprintf("hotplug-status %q: %s: %v", e.Status, e.Reason(), ErrHotplug)
+}
+
+// Reason is Text, or "no hotplug-error text" when there is none.
+func (e *HotplugError) Reason() string {
+	if e.Text == "" {
+		return "no hotplug-error text"
+	}
+	return e.Text
+}
+
+// Is makes errors.Is(err, ErrHotplug) true.
+func (e *HotplugError) Is(target error) bool { return target == ErrHotplug }
+
+// hotplugFailure returns a *HotplugError when status, the hotplug-status of the backend at
+// backendPath, reports a failure, and nil otherwise.
+func hotplugFailure(ctx context.Context, c *xs.Client, backendPath, status string) error {
+	if status != "error" && status != "busy" {
+		return nil
+	}
+	text, err := ReadOptional(ctx, c, backendPath+"/hotplug-error")
+	if err != nil {
+		text = ""
+	}
+	return &HotplugError{Status: status, Text: text}
+}
+
 // WaitHotplug waits until the hotplug script has run for the backend at backendPath:
-// hotplug-status "connected" is success; "error" or "busy" fail with ErrHotplug and the
-// script's hotplug-error text (tools/hotplug/Linux/xen-hotplug-common.sh). An absent node
-// or another value keeps it waiting. Bound it with ctx (libxl gives the script
-// LIBXL_HOTPLUG_TIMEOUT, 40 s).
+// hotplug-status "connected" is success; "error" or "busy" fail with a *HotplugError
+// (ErrHotplug). An absent node or another value keeps it waiting. Bound it with ctx (libxl
+// gives the script LIBXL_HOTPLUG_TIMEOUT, 40 s).
 func WaitHotplug(ctx context.Context, c *xs.Client, backendPath string) error {
 	p := backendPath + "/hotplug-status"
 	return waitNode(ctx, c, p, p+` to be "connected"`, func(v string, found bool) (bool, error) {
 		if !found {
 			return false, nil
 		}
-		switch v {
-		case "connected":
-			return true, nil
-		case "error", "busy":
-			msg, err := readOptional(ctx, c, backendPath+"/hotplug-error")
-			if err != nil || msg == "" {
-				msg = "no hotplug-error text"
-			}
-			return false, fmt.Errorf("hotplug-status %q: %s: %w", v, msg, ErrHotplug)
+		if err := hotplugFailure(ctx, c, backendPath, v); err != nil {
+			return false, err
 		}
-		return false, nil
+		return v == "connected", nil
+	})
+}
+
+// WaitAttached waits, as libxl__wait_device_connection does for a vbd just added, until
+// the backend at backendPath is ready: its state InitWait (2) or later, up to Connected
+// (4), and its hotplug script done (hotplug-status "connected"). A failed script ("error"
+// or "busy", whatever the state) fails at once with a *HotplugError (ErrHotplug); absent
+// nodes keep it waiting. It watches the whole backend directory. When ctx ends it returns
+// ctx's error with the last state and hotplug-status seen. Bound it with ctx.
+func WaitAttached(ctx context.Context, c *xs.Client, backendPath string) error {
+	what := backendPath + ` to be ready (state 2 to 4, hotplug-status "connected")`
+	return waitWatch(ctx, c, backendPath, what, func() (bool, string, error) {
+		st, _, err := readWaited(ctx, c, backendPath+"/state")
+		if err != nil {
+			return false, "", err
+		}
+		hs, _, err := readWaited(ctx, c, backendPath+"/hotplug-status")
+		if err != nil {
+			return false, "", err
+		}
+		seen := fmt.Sprintf("state %q, hotplug-status %q", st, hs)
+		if err := hotplugFailure(ctx, c, backendPath, hs); err != nil {
+			return false, seen, err
+		}
+		s, err := ParseXenbusState(st)
+		return hs == "connected" && err == nil && s >= StateInitWait && s <= StateConnected, seen, nil
 	})
 }
 
@@ -492,10 +575,10 @@ func ReadVBD(ctx context.Context, ops xs.Ops, frontendDom uint32, devid DevID) (
 	}
 	v.BackendDom = bdom
 
-	if v.Params, err = readOptional(ctx, ops, lp+"/params"); err != nil {
+	if v.Params, err = ReadOptional(ctx, ops, lp+"/params"); err != nil {
 		return fail(err)
 	}
-	if v.Script, err = readOptional(ctx, ops, lp+"/script"); err != nil {
+	if v.Script, err = ReadOptional(ctx, ops, lp+"/script"); err != nil {
 		return fail(err)
 	}
 	for _, f := range []struct {
@@ -564,24 +647,52 @@ func ListVBDs(ctx context.Context, ops xs.Ops, frontendDom uint32) ([]VBD, error
 }
 
 // FindCDROM finds the cdrom vbd of domid whose "dev" is vdev, compared as strings, as
-// libxl_cdrom_insert does ("hdc" does not match "xvdc"). It fails with ErrNoSuchVBD when
-// there is none. For a guest with a stubdom, look in the stubdom's vbds.
+// libxl_cdrom_insert does ("hdc" does not match "xvdc"). When there is none it fails with a
+// *NoCDROMError (ErrNoSuchVBD), which says whether vdev names a disk instead and which
+// cdroms the domain has. For a guest with a stubdom, look in the stubdom's vbds.
 func FindCDROM(ctx context.Context, ops xs.Ops, domid uint32, vdev string) (VBD, error) {
 	vbds, err := ListVBDs(ctx, ops, domid)
 	if err != nil {
 		return VBD{}, err
 	}
-	var have []string
+	nf := &NoCDROMError{DomID: domid, Vdev: vdev}
 	for _, v := range vbds {
-		if v.DeviceType == "cdrom" {
-			if v.Vdev == vdev {
+		if v.Vdev == vdev {
+			if v.DeviceType == "cdrom" {
 				return v, nil
 			}
-			have = append(have, v.Vdev)
+			nf.DeviceType = v.DeviceType
+		} else if v.DeviceType == "cdrom" {
+			nf.CDROMs = append(nf.CDROMs, v.Vdev)
 		}
 	}
-	if len(have) == 0 {
-		return VBD{}, fmt.Errorf("find cdrom %q of domain %d: the domain has no cdrom vbd: %w", vdev, domid, ErrNoSuchVBD)
-	}
-	return VBD{}, fmt.Errorf("find cdrom %q of domain %d (cdroms: %s): %w", vdev, domid, strings.Join(have, ", "), ErrNoSuchVBD)
+	return VBD{}, nf
 }
+
+// NoCDROMError is FindCDROM's answer for a domain without a cdrom vbd named Vdev. It
+// matches ErrNoSuchVBD.
+type NoCDROMError struct {
+	// DomID is the domain looked in.
+	DomID uint32
+	// Vdev is the name looked for.
+	Vdev string
+	// DeviceType is the device type of the domain's vbd named Vdev that is not a cdrom
+	// ("disk"), or "" when no vbd has that name.
+	DeviceType string
+	// CDROMs are the names ("dev") of the domain's cdrom vbds, in ListVBDs order.
+	CDROMs []string
+}
+
+func (e *NoCDROMError) Error() string {
+	what := fmt.Sprintf("find cdrom %q of domain %d", e.Vdev, e.DomID)
+	if e.DeviceType != "" {
+		what += fmt.Sprintf(": it is a %s vbd, not a cdrom", e.DeviceType)
+	}
+	if len(e.CDROMs) == 0 {
+		return fmt.Sprintf("%s: the domain has no cdrom vbd: %v", what, ErrNoSuchVBD)
+	}
+	return fmt.Sprintf("%s (cdroms: %s): %v", what, strings.Join(e.CDROMs, ", "), ErrNoSuchVBD)
+}
+
+// Is makes errors.Is(err, ErrNoSuchVBD) true.
+func (e *NoCDROMError) Is(target error) bool { return target == ErrNoSuchVBD }

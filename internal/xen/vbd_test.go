@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -332,48 +333,114 @@ func TestWaitBackendState(t *testing.T) {
 	}
 }
 
-func TestWaitHotplug(t *testing.T) {
-	_, _, c := startXenstored(t)
+// waitCase is one case of a wait for a new vbd: nodes written below its backend, one
+// after the other, and the error the wait must end with (nil for success; else an error
+// that is a *HotplugError whose Reason contains text).
+type waitCase struct {
+	name   string
+	writes []string
+	is     error
+	text   string
+}
+
+// testWaits runs wait on the stub vbd's backend for each case, on a freshly added vbd.
+func testWaits(t *testing.T, c *xs.Client, wait func(context.Context, *xs.Client, string) error, name string, tests []waitCase) {
+	t.Helper()
 	ctx := testCtx(t)
 	be := mustNormalize(t, stubVBD).BackendPath()
-
-	tests := []struct {
-		name   string
-		writes []string
-		is     error
-		text   string
-	}{
-		{"connected", []string{"hotplug-status", "connected"}, nil, ""},
-		{"error", []string{"hotplug-error", "/srv/isos/x.iso does not exist.", "hotplug-status", "error"}, ErrHotplug, "does not exist"},
-		{"busy", []string{"hotplug-error", "Device /dev/loop0 is mounted in a guest domain", "hotplug-status", "busy"}, ErrHotplug, "mounted"},
-		{"error without text", []string{"hotplug-status", "error"}, ErrHotplug, "no hotplug-error text"},
-	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resetStubVBD(ctx, t, c)
 			done := make(chan error, 1)
-			go func() { done <- WaitHotplug(ctx, c, be) }()
+			go func() { done <- wait(ctx, c, be) }()
 			for i := 0; i+1 < len(tt.writes); i += 2 {
 				mustWrite(t, c, be+"/"+tt.writes[i], tt.writes[i+1])
 			}
 			err := <-done
 			if tt.is == nil {
 				if err != nil {
-					t.Fatalf("WaitHotplug = %v, want nil", err)
+					t.Fatalf("%s = %v, want nil", name, err)
 				}
 				return
 			}
-			if !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.text) {
-				t.Fatalf("WaitHotplug = %v, want %v with %q", err, tt.is, tt.text)
+			var he *HotplugError
+			if !errors.Is(err, tt.is) || !errors.As(err, &he) || !strings.Contains(err.Error(), tt.text) || !strings.Contains(he.Reason(), tt.text) {
+				t.Fatalf("%s = %v, want a *HotplugError (%v) with %q", name, err, tt.is, tt.text)
 			}
 		})
 	}
+}
+
+func TestWaitHotplug(t *testing.T) {
+	_, _, c := startXenstored(t)
+	ctx := testCtx(t)
+	be := mustNormalize(t, stubVBD).BackendPath()
+
+	testWaits(t, c, WaitHotplug, "WaitHotplug", []waitCase{
+		{"connected", []string{"hotplug-status", "connected"}, nil, ""},
+		{"error", []string{"hotplug-error", "/srv/isos/x.iso does not exist.", "hotplug-status", "error"}, ErrHotplug, "does not exist"},
+		{"busy", []string{"hotplug-error", "Device /dev/loop0 is mounted in a guest domain", "hotplug-status", "busy"}, ErrHotplug, "mounted"},
+		{"error without text", []string{"hotplug-status", "error"}, ErrHotplug, "no hotplug-error text"},
+	})
 
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	mustWrite(t, c, be+"/hotplug-status", "")
 	if err := WaitHotplug(short, c, be); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("WaitHotplug with no script = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestWaitAttached(t *testing.T) {
+	_, _, c := startXenstored(t)
+	ctx := testCtx(t)
+	be := mustNormalize(t, stubVBD).BackendPath()
+
+	testWaits(t, c, WaitAttached, "WaitAttached", []waitCase{
+		{"connected, then InitWait", []string{"hotplug-status", "connected", "state", "2"}, nil, ""},
+		{"InitWait, Connected, then the script", []string{"state", "2", "state", "4", "hotplug-status", "connected"}, nil, ""},
+		{"error while Initialising", []string{"hotplug-error", "/srv/isos/x.iso does not exist.", "hotplug-status", "error"}, ErrHotplug, "does not exist"},
+		{"busy without text", []string{"state", "2", "hotplug-status", "busy"}, ErrHotplug, "no hotplug-error text"},
+	})
+
+	// The script is done, but the backend went past Connected: not attached.
+	resetStubVBD(ctx, t, c)
+	mustWrite(t, c, be+"/hotplug-status", "connected", be+"/state", "5")
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := WaitAttached(short, c, be)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), `state "5", hotplug-status "connected"`) {
+		t.Errorf("WaitAttached on a closing backend = %v, want DeadlineExceeded naming what it saw", err)
+	}
+}
+
+func TestFindCDROMNotFound(t *testing.T) {
+	_, _, c := startXenstored(t)
+	ctx := testCtx(t)
+	disk := VBD{FrontendDom: 3, Vdev: "xvda", Type: TypeQdisk, Params: "qcow2:/srv/vm.qcow2", Mode: "w", DeviceType: "disk"}
+	for _, v := range []VBD{qdiskVBD, disk} {
+		if err := AddVBD(ctx, c, v); err != nil {
+			t.Fatalf("AddVBD(%+v) = %v", v, err)
+		}
+	}
+	tests := []struct {
+		name string
+		dom  uint32
+		vdev string
+		want NoCDROMError
+	}{
+		{"another name", 3, "hdd", NoCDROMError{DomID: 3, Vdev: "hdd", CDROMs: []string{"hdc"}}},
+		{"a disk", 3, "xvda", NoCDROMError{DomID: 3, Vdev: "xvda", DeviceType: "disk", CDROMs: []string{"hdc"}}},
+		{"no vbd at all", 9, "hdc", NoCDROMError{DomID: 9, Vdev: "hdc"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := FindCDROM(ctx, c, tt.dom, tt.vdev)
+			var nf *NoCDROMError
+			if !errors.Is(err, ErrNoSuchVBD) || !errors.As(err, &nf) || !reflect.DeepEqual(*nf, tt.want) {
+				t.Fatalf("FindCDROM(%d, %q) = %v, want %+v", tt.dom, tt.vdev, err, tt.want)
+			}
+		})
 	}
 }
 

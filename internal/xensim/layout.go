@@ -241,21 +241,6 @@ func (d *domain) vbds() []xen.VBD {
 	}
 }
 
-// libxlDisk is one entry of a libxl-json "disks" array (libxl_device_disk in
-// libxl_types.idl; enumerations are written as their lower-case names, fields left at their
-// defaults are omitted, as libxl's JSON generator does).
-type libxlDisk struct {
-	BackendDomID uint32 `json:"backend_domid"`
-	PdevPath     string `json:"pdev_path,omitempty"`
-	Vdev         string `json:"vdev"`
-	Backend      string `json:"backend,omitempty"`
-	Format       string `json:"format"`
-	Script       string `json:"script,omitempty"`
-	Removable    int    `json:"removable"`
-	Readwrite    int    `json:"readwrite"`
-	IsCDROM      int    `json:"is_cdrom"`
-}
-
 // libxlConfig is the part of libxl_domain_config that xensim writes: enough for xl and the job
 // to find the guest and its cdrom.
 type libxlConfig struct {
@@ -276,10 +261,10 @@ type libxlConfig struct {
 			Boot string `json:"boot"`
 		} `json:"type.hvm"`
 	} `json:"b_info"`
-	Disks      []libxlDisk `json:"disks"`
-	OnPoweroff string      `json:"on_poweroff"`
-	OnReboot   string      `json:"on_reboot"`
-	OnCrash    string      `json:"on_crash"`
+	Disks      []xen.Disk `json:"disks"`
+	OnPoweroff string     `json:"on_poweroff"`
+	OnReboot   string     `json:"on_reboot"`
+	OnCrash    string     `json:"on_crash"`
 }
 
 // writeUserdata writes the guest's JSON configuration and creates its lock files, as they
@@ -301,17 +286,17 @@ func (h *Host) writeUserdata(d *domain) error {
 	}
 	c.BInfo.TypeHVM.BIOS = "seabios"
 	c.BInfo.TypeHVM.Boot = "dc"
-	disk := libxlDisk{Vdev: CDROMVdev, Removable: 1, IsCDROM: 1, PdevPath: d.medium, Format: "raw"}
+	disk := xen.Disk{Vdev: CDROMVdev, Removable: 1, IsCDROM: 1, PdevPath: d.medium, Format: xen.DiskFormatRaw}
 	if d.medium == "" {
-		disk.Format = "empty"
+		disk.Format = xen.DiskFormatEmpty
 	}
 	switch in.Kind {
 	case KindDom0:
-		disk.Backend = "qdisk"
+		disk.Backend = xen.TypeQdisk
 	default:
-		disk.Backend = "phy"
+		disk.Backend = xen.TypePhy
 	}
-	c.Disks = []libxlDisk{disk}
+	c.Disks = []xen.Disk{disk}
 	c.OnPoweroff, c.OnReboot, c.OnCrash = "destroy", "restart", "destroy"
 	b, err := json.MarshalIndent(c, "", "    ")
 	if err != nil {
