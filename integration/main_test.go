@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdswap/cdswap/internal/devserver"
 	"github.com/cdswap/cdswap/internal/testenv"
@@ -31,7 +30,7 @@ const namespace = "default"
 
 // suite is what TestMain sets up once for every test of the package run.
 type suite struct {
-	srv       *testsuite.DevServer
+	srv       *devserver.Server
 	client    client.Client
 	address   string
 	workerBin string // cdswap-worker

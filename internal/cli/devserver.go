@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -41,7 +42,7 @@ attributes registered, until interrupted. Without --db its state lives in memory
 				Output:    a.stderr(),
 			})
 			if err != nil {
-				return &userError{msg: err.Error(), cause: err}
+				return devServerError(err)
 			}
 			state := "in memory (lost when it stops; --db FILE keeps it)"
 			if db != "" {
@@ -54,7 +55,13 @@ attributes registered, until interrupted. Without --db its state lives in memory
 			}
 			fmt.Fprintf(out, "state: %s\n", state)
 			fmt.Fprintf(out, "stop it with Ctrl-C\n")
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-srv.Done():
+				// It died under us (killed, or out of memory): say so rather than sit here
+				// as if it served.
+				return devServerError(srv.Err())
+			}
 			if err := srv.Stop(); err != nil {
 				return fmt.Errorf("stop the dev server: %w", err)
 			}
@@ -68,4 +75,38 @@ attributes registered, until interrupted. Without --db its state lives in memory
 	fl.IntVar(&port, "port", 7233, "frontend port on 127.0.0.1 (0 picks a free one)")
 	fl.IntVar(&uiPort, "ui-port", 8233, "Web UI port on 127.0.0.1")
 	return cmd
+}
+
+// devServerError explains why the dev server did not start or stopped serving, naming
+// the flag that moves a port another process holds.
+func devServerError(err error) error {
+	var inUse *devserver.PortInUseError
+	if !errors.As(err, &inUse) {
+		return &userError{msg: err.Error(), cause: err}
+	}
+	var what string
+	switch inUse.Use {
+	case devserver.UseFrontend:
+		what = "pick another port with --port"
+	case devserver.UseUI:
+		what = "pick another port with --ui-port"
+	default:
+		what = "run the command again (the server picks such ports afresh)"
+	}
+	use := inUse.Use
+	if use == "" {
+		use = "a port the server picked itself"
+	}
+	hint := ""
+	var exit *devserver.ExitError
+	if errors.As(err, &exit) && exit.Line != "" {
+		hint = fmt.Sprintf("the server (pid %d) ended with %s, saying: %q", exit.Pid, exit.State, exit.Line)
+	}
+	return &userError{
+		msg: fmt.Sprintf("the Temporal dev server could not start: %s (%s) is already in use by another "+
+			"process: stop that process (`ss -ltnp 'sport = :%d'` names it) or %s",
+			inUse.Addr, use, inUse.Port, what),
+		hint:  hint,
+		cause: err,
+	}
 }

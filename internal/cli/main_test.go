@@ -9,7 +9,6 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
@@ -24,7 +23,7 @@ var update = flag.Bool("update", false, "record the CLI's histories from the dev
 
 // One dev server for the package; tests that need it call needServer.
 var (
-	testServer *testsuite.DevServer
+	testServer *devserver.Server
 	serverErr  error
 )
 
@@ -42,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // needServer returns the package's dev server, or ends the test: a failure with CI=true,
 // a skip elsewhere.
-func needServer(t *testing.T) *testsuite.DevServer {
+func needServer(t *testing.T) *devserver.Server {
 	t.Helper()
 	if testServer == nil {
 		testenv.Unavailable(t, "the Temporal dev server did not start: %v (make deps builds the Temporal CLI)", serverErr)

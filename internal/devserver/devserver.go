@@ -5,18 +5,19 @@
 // The server is a separate binary built from the Temporal CLI v1.5.1 module (server 1.29.1):
 // the server cannot share a Go module with SDK v1.51.0, so it is never linked into ours.
 // `make deps` builds it once into a cache folder; CLIPath finds it there.
+//
+// Start runs it as a child process and returns only once that child serves: a server that
+// exits during start-up (a port another process holds, most often) is an *ExitError at
+// once, and another server already on the port is never taken for ours. The child dies
+// with the process that started it, even one killed by SIGKILL (Linux's parent-death
+// signal; the package is Linux-only, as cdswap is).
 package devserver
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/testsuite"
 )
 
 // CLIVersion is the Temporal CLI whose dev server we run: the newest tag that
@@ -66,63 +67,6 @@ var TunedDynamicConfig = []string{
 // SearchAttributes are the keys cdswap writes on every swap, registered at start so that
 // `cdswap list` and the Web UI can filter on them.
 var SearchAttributes = []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}
-
-// Options configure Start. The zero value starts an in-memory server on a free loopback
-// port with the UI off.
-type Options struct {
-	// HostPort to bind the frontend; "" picks a free port on localhost.
-	HostPort string
-	// Namespace to create; "" means "default".
-	Namespace string
-	// DBFile keeps state in this SQLite file; "" keeps it in memory.
-	DBFile string
-	// UI turns on the Web UI, at UIPort ("" = frontend port + 1000).
-	UI     bool
-	UIPort string
-	// Output receives the server's stdout and stderr; nil discards them.
-	Output io.Writer
-}
-
-// Start runs the dev server and returns once a client can connect.
-func Start(ctx context.Context, opts Options) (*testsuite.DevServer, error) {
-	cli, err := CLIPath()
-	if err != nil {
-		return nil, err
-	}
-	ns := opts.Namespace
-	if ns == "" {
-		ns = "default"
-	}
-	out := opts.Output
-	if out == nil {
-		out = io.Discard
-	}
-	var extra []string
-	for _, kv := range TunedDynamicConfig {
-		extra = append(extra, "--dynamic-config-value", kv)
-	}
-	if opts.UI {
-		extra = append(extra, "--ui-ip", "127.0.0.1")
-	}
-	for _, sa := range SearchAttributes {
-		extra = append(extra, "--search-attribute", sa+"=Keyword")
-	}
-	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  cli,
-		ClientOptions: &client.Options{HostPort: opts.HostPort, Namespace: ns, Logger: quietLogger{}},
-		DBFilename:    opts.DBFile,
-		EnableUI:      opts.UI,
-		UIPort:        opts.UIPort,
-		LogLevel:      "error",
-		ExtraArgs:     extra,
-		Stdout:        out,
-		Stderr:        out,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start Temporal dev server %s: %w", cli, err)
-	}
-	return srv, nil
-}
 
 // quietLogger drops the SDK client's own logs for the server's client.
 type quietLogger struct{}

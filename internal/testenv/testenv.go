@@ -1,7 +1,8 @@
 // Package testenv holds the scaffolding that cdswap's tests share: finding the real peers
 // they drive (QEMU, Debian's xenstore-utils, the Temporal CLI, loop devices) and deciding
 // what a missing one means, short folders for unix sockets, contexts that end with a test,
-// and buffers and loggers a running process or server may write to while the test reads.
+// buffers and loggers a running process or server may write to while the test reads, and
+// whether a process (a server a test started, or its children) still runs.
 //
 // It is for tests only: production code must not import it.
 //
