@@ -175,9 +175,6 @@ func (c *conn) forget() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
-	for id, t := range c.txs {
-		t.end()
-		delete(c.txs, id)
-	}
+	clear(c.txs)
 	c.watches = nil
 }

@@ -11,11 +11,15 @@
 //     the node's generation count), GET_PERMS and SET_PERMS, GET_DOMAIN_PATH.
 //   - Every socket connection is dom0: relative paths are taken below /local/domain/0 and
 //     permissions are stored, inherited and returned but not enforced.
-//   - Transactions: a transaction sees its own changes, others see them only after
-//     TRANSACTION_END "T". The commit fails with EAGAIN when another writer changed, created
-//     or removed, after the transaction started, any node the transaction read or wrote.
-//     Like cxenstored, a node's child list is part of the node, so creating or removing a
-//     child touches the parent too.
+//   - Transactions, as cxenstored keeps them since Xen 4.9 (tools/xenstored/transaction.c):
+//     the first time a transaction looks at a node (to read, list, get permissions, change
+//     or remove it, found or missing) it takes its own copy and notes the node's
+//     generation; from then on it sees only its copy and its own changes, which others see
+//     only after TRANSACTION_END "T". The commit fails with EAGAIN when any node it looked
+//     at was written, created, removed or given new permissions by someone else since that
+//     first look. A node's child list is part of the node, so creating or removing a child
+//     touches the parent; a lookup that finds a node missing also reads its parents up to
+//     the first that exists; removing a node reads everything below it.
 //   - Watches: the initial event when a watch is set, an event for every committed change at
 //     or below the watched path, and for the removal of a parent of the watched path (the
 //     event then names the watched path); relative watches get relative event paths.

@@ -185,7 +185,7 @@ func opDirectory(s *Server, c *conn, t *tx, m xs.Msg) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := s.viewOf(t).get(p)
+	n := lookup(s.viewOf(t), p)
 	if n == nil {
 		return nil, xs.ErrNotFound
 	}
@@ -204,7 +204,7 @@ func opDirectoryPart(s *Server, c *conn, t *tx, m xs.Msg) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := s.viewOf(t).get(p)
+	n := lookup(s.viewOf(t), p)
 	if n == nil {
 		return nil, xs.ErrNotFound
 	}
@@ -395,10 +395,7 @@ func opUnwatch(s *Server, c *conn, t *tx, m xs.Msg) ([]byte, error) {
 
 func opResetWatches(s *Server, c *conn, t *tx, m xs.Msg) ([]byte, error) {
 	c.watches = nil
-	for id, ct := range c.txs {
-		ct.end()
-		delete(c.txs, id)
-	}
+	clear(c.txs)
 	return okReply, nil
 }
 
@@ -423,8 +420,8 @@ func opTransactionEnd(s *Server, c *conn, t *tx, m xs.Msg) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("%w: TRANSACTION_END outside a transaction", xs.ErrNotFound)
 	}
+	// The transaction ends here whatever the outcome, as in cxenstored.
 	delete(c.txs, t.id)
-	defer t.end()
 	if a == "F" {
 		s.aborts.Add(1)
 		return okReply, nil

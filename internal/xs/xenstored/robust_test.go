@@ -214,7 +214,7 @@ func TestCloseEndsConnections(t *testing.T) {
 
 	r := dialRaw(t, ln.Addr().String())
 	r.ok(xs.OpWatch, 0, z("/", "t"))
-	tx := r.begin()
+	r.begin() // an open transaction must not keep Close waiting
 	require.NoError(t, s.Close())
 	select {
 	case err := <-done:
@@ -225,7 +225,6 @@ func TestCloseEndsConnections(t *testing.T) {
 	_, err = io.Copy(io.Discard, r.r)
 	assert.NoError(t, err, "the client sees its connection end")
 	assert.Zero(t, s.Stats().OpenConnections, "open connections after Close")
-	assert.Empty(t, s.st.open, "open transactions after Close (tx %d)", tx)
 	assert.ErrorIs(t, s.Serve(ln), ErrServerClosed, "Serve after Close")
 
 	// The store is still there for the in-process helpers.

@@ -51,24 +51,14 @@ func (n *node) childBytes() []byte {
 // store is the committed tree. It is guarded by Server.mu.
 type store struct {
 	nodes map[string]*node
-	// gen is the global generation counter: every change and every transaction start takes
-	// the next value, so a node whose generation is above a transaction's start generation
-	// changed after that transaction started.
+	// gen is the global generation counter: every change takes the next value, so a node's
+	// generation changes whenever the node is written, created, removed (it is then absent,
+	// generation 0) or has its permissions set, and never comes back to an earlier value.
 	gen uint64
-	// tombs remembers when a path was removed, while a transaction that started earlier is
-	// still open, so that transaction can tell "absent all along" from "removed since I
-	// started". Pruned when transactions end.
-	tombs map[string]uint64
-	// open is the set of open transactions of every connection.
-	open map[*tx]struct{}
 }
 
 func newStore() *store {
-	st := &store{
-		nodes: make(map[string]*node),
-		tombs: make(map[string]uint64),
-		open:  make(map[*tx]struct{}),
-	}
+	st := &store{nodes: make(map[string]*node)}
 	root := []xs.Perm{{DomID: 0, Access: xs.AccessNone}}
 	// Generation 0 means "absent" to a transaction, so even the first nodes take a fresh one.
 	st.nodes["/"] = &node{perms: root, gen: st.next()}
@@ -86,35 +76,6 @@ func newStore() *store {
 func (st *store) next() uint64 {
 	st.gen++
 	return st.gen
-}
-
-// remove deletes one node (not its children) from the committed tree.
-func (st *store) remove(p string) {
-	if _, ok := st.nodes[p]; !ok {
-		return
-	}
-	delete(st.nodes, p)
-	g := st.next()
-	if len(st.open) > 0 {
-		st.tombs[p] = g
-	}
-}
-
-// pruneTombs drops the removal records no open transaction can need any more.
-func (st *store) pruneTombs() {
-	if len(st.open) == 0 {
-		clear(st.tombs)
-		return
-	}
-	oldest := st.gen
-	for t := range st.open {
-		oldest = min(oldest, t.startGen)
-	}
-	for p, g := range st.tombs {
-		if g <= oldest {
-			delete(st.tombs, p)
-		}
-	}
 }
 
 // event is a change for the watches: a node was written, created, had its permissions set,
@@ -147,75 +108,81 @@ func (d *direct) put(p string, n *node) {
 	d.st.nodes[p] = n
 }
 
-func (d *direct) del(p string) { d.st.remove(p) }
+func (d *direct) del(p string) {
+	if _, ok := d.st.nodes[p]; ok {
+		delete(d.st.nodes, p)
+		d.st.next()
+	}
+}
 
 func (d *direct) changed(ev event) { d.events = append(d.events, ev) }
 
-// tx is an open transaction. It is guarded by Server.mu.
+// tx is an open transaction, kept as cxenstored keeps one since Xen 4.9
+// (tools/xenstore/xenstored_transaction.c, now tools/xenstored/transaction.c): the first
+// time the transaction looks at a node, whether to read, list, get permissions, change or
+// remove it, and whether the node exists or not, it takes its own copy of the node and
+// notes the node's generation. From then on it sees only its copy, its own changes included,
+// whatever other connections do; nothing is shared with them until the commit. The commit
+// fails with EAGAIN if any node it looked at has another generation by then (written,
+// created, removed or given new permissions outside; a node it found absent and that is
+// absent again compares equal, but finding it missing also read its parents, see lookup).
+// What happened before the first look does not matter: the copy is taken from the tree as
+// it is then. It is guarded by Server.mu.
 type tx struct {
-	id       uint32
-	st       *store
-	startGen uint64
-	// overlay holds the nodes this transaction changed; a nil value means removed.
-	overlay map[string]*node
-	// accessed is the generation of every committed node this transaction read or wrote,
-	// taken when it first looked at it (0: absent then). Commit checks them all.
-	accessed map[string]uint64
-	// stale is set when the transaction first looked at a node that had already changed
-	// since the transaction started: it cannot commit.
-	stale   bool
+	id uint32
+	st *store
+	// nodes is the transaction's copy of every node it looked at: the committed node as it
+	// was at the first look (shared: nodes are never changed in place) or what the
+	// transaction made of it since; nil means absent.
+	nodes map[string]*node
+	// gens is the committed generation of every node in nodes at the first look (0: absent),
+	// which the commit checks.
+	gens map[string]uint64
+	// dirty is the set of nodes the transaction wrote or removed, which the commit applies.
+	dirty   map[string]struct{}
 	events  []event
 	eventAt map[string]int
 }
 
 func (st *store) begin(id uint32) *tx {
-	t := &tx{
-		id:       id,
-		st:       st,
-		startGen: st.next(),
-		overlay:  make(map[string]*node),
-		accessed: make(map[string]uint64),
-		eventAt:  make(map[string]int),
+	return &tx{
+		id:      id,
+		st:      st,
+		nodes:   make(map[string]*node),
+		gens:    make(map[string]uint64),
+		dirty:   make(map[string]struct{}),
+		eventAt: make(map[string]int),
 	}
-	st.open[t] = struct{}{}
-	return t
 }
 
-// touch records the committed state of p the first time the transaction looks at it.
-func (t *tx) touch(p string) *node {
-	n := t.st.nodes[p]
-	if _, seen := t.accessed[p]; seen {
+// get returns the transaction's copy of p, taking it from the committed tree at the first
+// look (access_node with NODE_ACCESS_READ in cxenstored).
+func (t *tx) get(p string) *node {
+	if n, seen := t.nodes[p]; seen {
 		return n
 	}
+	n := t.st.nodes[p]
 	var g uint64
 	if n != nil {
 		g = n.gen
-		if g > t.startGen {
-			t.stale = true
-		}
-	} else if t.st.tombs[p] > t.startGen {
-		t.stale = true
 	}
-	t.accessed[p] = g
+	t.nodes[p], t.gens[p] = n, g
 	return n
 }
 
-func (t *tx) get(p string) *node {
-	if n, ok := t.overlay[p]; ok {
-		return n
-	}
-	return t.touch(p)
-}
-
 func (t *tx) put(p string, n *node) {
-	t.touch(p)
+	t.get(p)
+	// A fresh generation, as cxenstored gives a node the transaction writes: DIRECTORY_PART
+	// inside the transaction then sees its own change of a child list as a change.
 	n.gen = t.st.next()
-	t.overlay[p] = n
+	t.nodes[p] = n
+	t.dirty[p] = struct{}{}
 }
 
 func (t *tx) del(p string) {
-	t.touch(p)
-	t.overlay[p] = nil
+	t.get(p)
+	t.nodes[p] = nil
+	t.dirty[p] = struct{}{}
 }
 
 func (t *tx) changed(ev event) {
@@ -227,12 +194,10 @@ func (t *tx) changed(ev event) {
 	t.events = append(t.events, ev)
 }
 
-// conflict reports whether committing t now would lose another writer's change.
+// conflict reports whether a node the transaction looked at changed outside it since
+// (finalize_transaction's generation check in cxenstored).
 func (t *tx) conflict() bool {
-	if t.stale {
-		return true
-	}
-	for p, g := range t.accessed {
+	for p, g := range t.gens {
 		var cur uint64
 		if n := t.st.nodes[p]; n != nil {
 			cur = n.gen
@@ -240,30 +205,21 @@ func (t *tx) conflict() bool {
 		if cur != g {
 			return true
 		}
-		if g == 0 && t.st.tombs[p] > t.startGen {
-			return true // created and removed again by someone else meanwhile
-		}
 	}
 	return false
 }
 
 // apply makes t's changes visible and returns its events. The caller has checked conflict.
 func (t *tx) apply() []event {
-	for p, n := range t.overlay {
-		if n == nil {
-			t.st.remove(p)
-			continue
+	d := &direct{st: t.st}
+	for p := range t.dirty {
+		if n := t.nodes[p]; n != nil {
+			d.put(p, n)
+		} else {
+			d.del(p)
 		}
-		n.gen = t.st.next()
-		t.st.nodes[p] = n
 	}
 	return t.events
-}
-
-// end closes t, committed or not.
-func (t *tx) end() {
-	delete(t.st.open, t)
-	t.st.pruneTombs()
 }
 
 // parent returns the parent path of an absolute, non-root path.
@@ -309,8 +265,22 @@ func canonical(p string, special bool) (string, error) {
 // canonical. They check everything before they change anything, so a failed operation
 // leaves the view as it was.
 
-func read(v view, p string) ([]byte, error) {
+// lookup is cxenstored's get_node: when p is missing it goes on to read p's parents up to the
+// first that exists (errno_from_parents, which decides whether the caller may learn that p
+// is missing), so a transaction that finds a node missing has also looked at those parents.
+func lookup(v view, p string) *node {
 	n := v.get(p)
+	for at := p; n == nil && at != "/"; {
+		at = parent(at)
+		if v.get(at) != nil {
+			break
+		}
+	}
+	return n
+}
+
+func read(v view, p string) ([]byte, error) {
+	n := lookup(v, p)
 	if n == nil {
 		return nil, xs.ErrNotFound
 	}
@@ -318,7 +288,7 @@ func read(v view, p string) ([]byte, error) {
 }
 
 func write(v view, p string, value []byte) {
-	if n := v.get(p); n != nil {
+	if n := lookup(v, p); n != nil {
 		m := n.clone()
 		m.value = value
 		v.put(p, m)
@@ -354,7 +324,7 @@ func create(v view, p string, value []byte) {
 }
 
 func mkdir(v view, p string) {
-	if v.get(p) != nil {
+	if lookup(v, p) != nil {
 		return
 	}
 	create(v, p, nil)
@@ -362,7 +332,7 @@ func mkdir(v view, p string) {
 }
 
 func rm(v view, p string) error {
-	n := v.get(p)
+	n := lookup(v, p)
 	if n == nil {
 		if p != "/" && v.get(parent(p)) != nil {
 			return nil
@@ -393,7 +363,7 @@ func removeTree(v view, p string, n *node) {
 }
 
 func directory(v view, p string) ([]string, error) {
-	n := v.get(p)
+	n := lookup(v, p)
 	if n == nil {
 		return nil, xs.ErrNotFound
 	}
@@ -401,7 +371,7 @@ func directory(v view, p string) ([]string, error) {
 }
 
 func getPerms(v view, p string) ([]xs.Perm, error) {
-	n := v.get(p)
+	n := lookup(v, p)
 	if n == nil {
 		return nil, xs.ErrNotFound
 	}
@@ -409,7 +379,7 @@ func getPerms(v view, p string) ([]xs.Perm, error) {
 }
 
 func setPerms(v view, p string, perms []xs.Perm) error {
-	n := v.get(p)
+	n := lookup(v, p)
 	if n == nil {
 		return xs.ErrNotFound
 	}
