@@ -4,9 +4,14 @@
 SHELL := /bin/bash
 GO ?= go
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cdswap
-TEMPORAL_CLI_VERSION := v1.5.1
-WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0
+# The pinned tool versions, in one place for make, the scripts and Go.
+include internal/versions/versions.env
+WORKFLOWCHECK := go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
 TEMPORAL_CLI ?= $(CACHE)/bin/temporal-$(TEMPORAL_CLI_VERSION)/temporal
+GOLANGCI_LINT := $(CACHE)/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+DEADCODE := $(CACHE)/bin/deadcode-$(DEADCODE_VERSION)/deadcode
+# Packages the product binaries must never link: the simulator and the test doubles.
+TEST_ONLY_PACKAGES := /internal/xensim|/qmptest|/xenstored|/internal/testenv
 export CDSWAP_TEMPORAL_CLI := $(TEMPORAL_CLI)
 export CDSWAP_CACHE := $(CACHE)
 
@@ -36,9 +41,7 @@ build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
 	$(GO) build -o bin/xensim ./xensim
 
 .PHONY: test
-test: deps ## Run vet, workflowcheck, the whole suite with -race, and a short run of every fuzz target
-	$(GO) vet ./...
-	$(GO) run $(WORKFLOWCHECK) ./workflows/...
+test: deps lint ## Run the linters, the whole suite with -race, and a short run of every fuzz target
 	$(GO) test -race -count=1 -timeout 12m ./...
 	@for ft in $(FUZZ_TARGETS); do \
 	  pkg=$${ft%%:*}; target=$${ft##*:}; \
@@ -66,10 +69,16 @@ bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMA
 	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
 
 .PHONY: lint
-lint: ## gofmt, go vet and workflowcheck (workflows use deterministic APIs only)
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+lint: ## gofmt, vet, golangci-lint, workflowcheck, go mod tidy, deadcode, and no test-only package in a product binary
+	@./scripts/deps.sh --lint
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "lint: not gofmt'ed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
 	$(GO) run $(WORKFLOWCHECK) ./workflows/...
+	@$(GO) mod tidy -diff || { echo "lint: go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@out=$$($(DEADCODE) -test ./...); test -z "$$out" || { echo "lint: unreachable functions (remove them):"; echo "$$out"; exit 1; }
+	@bad=$$($(GO) list -deps ./worker ./starter | grep -E '$(TEST_ONLY_PACKAGES)' || true); \
+	  test -z "$$bad" || { echo "lint: cdswap or cdswap-worker links a simulator or test-double package:"; echo "$$bad"; exit 1; }
 
 .PHONY: demo
 demo: deps ## Run the main job end to end on a simulated Xen host (see README)

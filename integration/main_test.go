@@ -116,7 +116,7 @@ func goBuild(ctx context.Context, out, pkg string) error {
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, buf.String())
+		return fmt.Errorf("go build -o %s %s: %w\n%s", out, pkg, err, buf.String())
 	}
 	return nil
 }

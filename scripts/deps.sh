@@ -2,15 +2,26 @@
 # Installs what cdswap's tests and demo need on a fresh Debian machine, or says what is
 # missing. As root it installs Debian's qemu-system-x86 (real QEMU for the QMP tests and the
 # simulated guests) and xenstore-utils (the C libxenstore clients the tests point at our
-# xenstored), and builds the Temporal CLI dev server once into a cache folder.
-# With CI=true anything missing is an error, never a skip.
+# xenstored); it builds the pinned Go tools once into a cache folder:
+#   --temporal  the Temporal CLI (its dev server); prints the binary's path
+#   --lint      golangci-lint and deadcode, for make lint
+# Versions come from internal/versions/versions.env. With CI=true anything missing is an
+# error, never a skip.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=../internal/versions/versions.env
+source internal/versions/versions.env
 
-TEMPORAL_CLI_VERSION=${TEMPORAL_CLI_VERSION:-v1.5.1}
 CACHE=${CDSWAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cdswap}
 TEMPORAL_BIN="$CACHE/bin/temporal-$TEMPORAL_CLI_VERSION/temporal"
-want_temporal=0
-[ "${1:-}" = "--temporal" ] && want_temporal=1
+want_temporal=0 want_lint=0
+for arg in "$@"; do
+  case $arg in
+    --temporal) want_temporal=1 ;;
+    --lint) want_lint=1 ;;
+    *) echo "deps: unknown option $arg (use --temporal, --lint)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -18,7 +29,7 @@ command -v xenstore-read >/dev/null || missing+=(xenstore-utils)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "deps: installing ${missing[*]} from Debian's packages"
+    echo "deps: installing ${missing[*]} from Debian's packages" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
@@ -29,11 +40,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if [ $want_temporal = 1 ] && [ ! -x "$TEMPORAL_BIN" ]; then
-  echo "deps: building the Temporal CLI $TEMPORAL_CLI_VERSION dev server into $TEMPORAL_BIN (once; about 4 minutes on 2 cores)"
-  mkdir -p "$(dirname "$TEMPORAL_BIN")"
-  # Built from its own go.mod, outside our module: the server cannot share a module with SDK v1.51.0.
-  (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$(dirname "$TEMPORAL_BIN")" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION")
+# go_tool NAME VERSION PACKAGE: builds PACKAGE@VERSION once into $CACHE/bin/NAME-VERSION/,
+# from outside our module, so its requirements never mix with ours (the Temporal server
+# cannot share a module with SDK v1.51.0).
+go_tool() {
+  local name=$1 version=$2 pkg=$3 dir="$CACHE/bin/$1-$2"
+  [ -x "$dir/$(basename "${pkg%%@*}")" ] && return 0
+  echo "deps: building $name $version into $dir (once)" >&2
+  mkdir -p "$dir"
+  (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$dir" go install "$pkg@$version")
+}
+
+if [ $want_temporal = 1 ]; then
+  [ -x "$TEMPORAL_BIN" ] || echo "deps: the Temporal CLI takes about 4 minutes to build on 2 cores" >&2
+  go_tool temporal "$TEMPORAL_CLI_VERSION" github.com/temporalio/cli/cmd/temporal
+fi
+if [ $want_lint = 1 ]; then
+  go_tool golangci-lint "$GOLANGCI_LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+  go_tool deadcode "$DEADCODE_VERSION" golang.org/x/tools/cmd/deadcode
 fi
 if [ $want_temporal = 1 ]; then
   echo "$TEMPORAL_BIN"

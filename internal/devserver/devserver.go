@@ -40,7 +40,7 @@ func CLIPath() (string, error) {
 	if cache == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
-			return "", fmt.Errorf("%w: no cache folder (%v); set CDSWAP_TEMPORAL_CLI", ErrNoCLI, err)
+			return "", fmt.Errorf("no cache folder (%w); set CDSWAP_TEMPORAL_CLI: %w", err, ErrNoCLI)
 		}
 		cache = filepath.Join(base, "cdswap")
 	}

@@ -157,7 +157,7 @@ func readGreeting(ctx context.Context, conn *net.UnixConn, br *bufio.Reader) (me
 		}
 	}
 	// A cancelled ctx without a deadline must also stop the read.
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	m, err := readGreetingLine(br)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		<-ctx.Done() // the deadline came from ctx, which is about to report it
@@ -186,7 +186,7 @@ func readGreetingLine(br *bufio.Reader) (message, error) {
 		}
 		m, err := parseMessage(line)
 		if err != nil {
-			return message{}, fmt.Errorf("%w: greeting: %v: %s", ErrProtocol, err, excerpt(line))
+			return message{}, fmt.Errorf("%w: greeting: %w: %s", ErrProtocol, err, excerpt(line))
 		}
 		if m.kind != kindGreeting {
 			return message{}, fmt.Errorf("%w: expected a greeting, got %s: %s", ErrProtocol, m.kind, excerpt(line))
@@ -460,7 +460,7 @@ func (c *Client) readLoop(br *bufio.Reader) {
 	for {
 		line, err := br.ReadBytes('\n')
 		if err != nil {
-			if err == io.EOF && len(trimJSONSpace(line)) > 0 {
+			if errors.Is(err, io.EOF) && len(trimJSONSpace(line)) > 0 {
 				err = fmt.Errorf("%w: connection ended inside a message: %s", ErrProtocol, excerpt(line))
 			} else {
 				err = fmt.Errorf("read %s: %w", c.path, err)
@@ -483,7 +483,7 @@ func (c *Client) readLoop(br *bufio.Reader) {
 func (c *Client) handle(line []byte) error {
 	m, err := parseMessage(line)
 	if err != nil {
-		return fmt.Errorf("%w: %v: %s", ErrProtocol, err, excerpt(line))
+		return fmt.Errorf("%w: %w: %s", ErrProtocol, err, excerpt(line))
 	}
 	switch m.kind {
 	case kindEvent:

@@ -381,7 +381,7 @@ func TestErrorClasses(t *testing.T) {
 			assert.Equal(t, Error{Class: tt.class, Desc: tt.desc}, *qe)
 			assert.Equal(t, fmt.Sprintf("qmp eject: %s: %s", tt.class, tt.desc), err.Error())
 			for _, s := range sentinels {
-				assert.Equal(t, s == tt.want, errors.Is(err, s), "errors.Is(%v, %v)", err, s)
+				assert.Equal(t, errors.Is(s, tt.want), errors.Is(err, s), "errors.Is(%v, %v)", err, s)
 			}
 			assert.NotErrorIs(t, err, ErrClosed)
 		})

@@ -53,16 +53,16 @@ func Escape(s string) string {
 	return b.String()
 }
 
-// Truncate returns Escape(s) cut to at most max runes, ending in "…" when cut, for table
-// cells: a field as long as a ticket of 100 KB must not flood a listing. A max below 1 means
+// Truncate returns Escape(s) cut to at most limit runes, ending in "…" when cut, for table
+// cells: a field as long as a ticket of 100 KB must not flood a listing. A limit below 1 means
 // no limit.
-func Truncate(s string, max int) string {
+func Truncate(s string, limit int) string {
 	e := Escape(s)
-	if max < 1 || utf8.RuneCountInString(e) <= max {
+	if limit < 1 || utf8.RuneCountInString(e) <= limit {
 		return e
 	}
 	runes := []rune(e)
-	return string(runes[:max-1]) + "…"
+	return string(runes[:limit-1]) + "…"
 }
 
 // needsEscape reports whether Escape would change s.

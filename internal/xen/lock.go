@@ -15,8 +15,8 @@ import (
 // Polling bounds for a held lock: flock has no timeout, so Lock retries LOCK_NB with a
 // growing pause to let ctx end the wait.
 const (
-	lockPollMin = time.Millisecond
-	lockPollMax = 50 * time.Millisecond
+	lockPollFirst = time.Millisecond
+	lockPollMax   = 50 * time.Millisecond
 )
 
 // FileLock is a lock file held with flock(LOCK_EX), compatible with libxl's userdata
@@ -37,7 +37,7 @@ type FileLock struct {
 // blocking flock could not be cancelled. flock locks belong to an open file description:
 // two Locks of one path conflict even inside one process.
 func Lock(ctx context.Context, path string) (*FileLock, error) {
-	pause := lockPollMin
+	pause := lockPollFirst
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("lock %s: %w", path, err)

@@ -202,7 +202,7 @@ func (c *Client) shutdown(cause error) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if cause == ErrClosed {
+	if errors.Is(cause, ErrClosed) {
 		c.err = ErrClosed
 	} else {
 		c.err = fmt.Errorf("%w: %w", ErrClosed, cause)
@@ -321,13 +321,13 @@ func (c *Client) send(ctx context.Context, m Msg) error {
 	if ctx.Done() != nil {
 		fired := make(chan struct{})
 		stop := context.AfterFunc(ctx, func() {
-			c.rw.SetWriteDeadline(aLongTimeAgo) // the device may not support deadlines; then the write just completes
+			_ = c.rw.SetWriteDeadline(aLongTimeAgo) // the device may not support deadlines; then the write just completes
 			close(fired)
 		})
 		defer func() {
 			if !stop() {
 				<-fired
-				c.rw.SetWriteDeadline(time.Time{})
+				_ = c.rw.SetWriteDeadline(time.Time{})
 			}
 		}()
 	}
@@ -530,7 +530,7 @@ func (c *Client) directory(ctx context.Context, tx uint32, path string) ([]strin
 		return nil, &Error{Op: OpDirectory, Path: path, Err: err}
 	}
 	p, err := c.roundTrip(ctx, OpDirectory, tx, path, JoinStrings(path), nil)
-	if xe := (*Error)(nil); errors.As(err, &xe) && xe.Err == ErrTooBig {
+	if xe := (*Error)(nil); errors.As(err, &xe) && errors.Is(xe.Err, ErrTooBig) {
 		// The server's E2BIG: the child list does not fit in one reply.
 		return c.directoryParts(ctx, tx, path, err)
 	}

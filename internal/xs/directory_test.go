@@ -245,11 +245,10 @@ func TestRawDirectoryPartUnsupported(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path, wait := scripted(t, func(p peer) error {
-				m, err := p.refuseDirectory()
-				if err != nil {
+				if _, err := p.refuseDirectory(); err != nil {
 					return err
 				}
-				m, err = p.expect(xs.OpDirectoryPart)
+				m, err := p.expect(xs.OpDirectoryPart)
 				if err != nil {
 					return err
 				}
@@ -293,11 +292,10 @@ func TestRawDirectoryPartMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path, wait := scripted(t, func(p peer) error {
-				m, err := p.refuseDirectory()
-				if err != nil {
+				if _, err := p.refuseDirectory(); err != nil {
 					return err
 				}
-				m, err = p.expect(xs.OpDirectoryPart)
+				m, err := p.expect(xs.OpDirectoryPart)
 				if err != nil {
 					return err
 				}

@@ -773,8 +773,7 @@ func TestDeviceInOrderReplies(t *testing.T) {
 	go func() {
 		done <- func() error {
 			p := peer{rw: master}
-			m, err := p.expect(xs.OpWatch)
-			if err != nil {
+			if _, err := p.expect(xs.OpWatch); err != nil {
 				return err
 			}
 			if err := p.send(xs.Msg{Op: xs.OpWatchEvent, Payload: xs.JoinStrings("/w", "tok")}); err != nil {
@@ -783,7 +782,7 @@ func TestDeviceInOrderReplies(t *testing.T) {
 			if err := p.send(xs.Msg{Op: xs.OpWatch, ReqID: 0, Payload: []byte("OK\x00")}); err != nil {
 				return err
 			}
-			m, err = p.expect(xs.OpRead)
+			m, err := p.expect(xs.OpRead)
 			if err != nil {
 				return err
 			}

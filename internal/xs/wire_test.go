@@ -347,7 +347,7 @@ func TestErrnoError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := ErrnoError(tt.name)
 			assert.ErrorIs(t, got, tt.want, "ErrnoError(%q) = %v, want %v", tt.name, got, tt.want)
-			if tt.want != ErrInvalid || tt.name == "EINVAL" {
+			if !errors.Is(tt.want, ErrInvalid) || tt.name == "EINVAL" {
 				assert.Equal(t, tt.name, ErrnoName(got), "ErrnoName(ErrnoError(%q))", tt.name)
 			}
 		})

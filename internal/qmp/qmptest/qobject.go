@@ -111,8 +111,6 @@ func obj(kv ...any) *qdict {
 	return d
 }
 
-func intNum(i int64) qnum { return qnum{kind: numInt, i: i} }
-
 // encode appends the JSON text of v as QEMU's compact JSON writer prints it.
 func encode(b []byte, v any) []byte {
 	switch v := v.(type) {

@@ -165,10 +165,10 @@ func TestAgainstQEMU(t *testing.T) {
 		p.exec(1, `{"execute": "query-status"}`)
 	}
 
-	real := &player{t: t, ctx: ctx, clients: make([]*rawClient, 2), settle: func() {}}
-	real.socks = []string{filepath.Join(dir, "r0.sock"), filepath.Join(dir, "r1.sock")}
-	startQEMU(ctx, t, "", real.socks...)
-	script(real)
+	realQEMU := &player{t: t, ctx: ctx, clients: make([]*rawClient, 2), settle: func() {}}
+	realQEMU.socks = []string{filepath.Join(dir, "r0.sock"), filepath.Join(dir, "r1.sock")}
+	startQEMU(ctx, t, "", realQEMU.socks...)
+	script(realQEMU)
 
 	// The fake reports the real QEMU's version, so that greetings compare equal.
 	var g struct {
@@ -179,7 +179,7 @@ func TestAgainstQEMU(t *testing.T) {
 			}
 		}
 	}
-	if err := json.Unmarshal([]byte(strings.SplitN(real.lines[0], "< ", 2)[1]), &g); err != nil {
+	if err := json.Unmarshal([]byte(strings.SplitN(realQEMU.lines[0], "< ", 2)[1]), &g); err != nil {
 		t.Fatalf("decode the real greeting: %v", err)
 	}
 	v := g.QMP.Version
@@ -206,7 +206,7 @@ func TestAgainstQEMU(t *testing.T) {
 		}
 	}
 	script(fake)
-	compareTranscripts(t, real.lines, fake.lines)
+	compareTranscripts(t, realQEMU.lines, fake.lines)
 }
 
 // TestAgainstQEMULockedTray boots a guest that locks the tray (testdata/lockguest) and
@@ -236,14 +236,14 @@ func TestAgainstQEMULockedTray(t *testing.T) {
 		p.exec(0, `{"execute": "eject", "arguments": {"id": "ide-5632"}}`)
 	}
 
-	real := &player{t: t, ctx: ctx, clients: make([]*rawClient, 1), settle: func() {}}
-	real.socks = []string{filepath.Join(dir, "r.sock")}
-	startQEMU(ctx, t, disk, real.socks...)
-	real.dial(0)
-	real.exec(0, `{"execute": "qmp_capabilities"}`)
-	real.exec(0, `{"execute": "blockdev-change-medium", "arguments": {"id": "ide-5632", "filename": "`+a+`", "format": "raw"}}`)
+	realQEMU := &player{t: t, ctx: ctx, clients: make([]*rawClient, 1), settle: func() {}}
+	realQEMU.socks = []string{filepath.Join(dir, "r.sock")}
+	startQEMU(ctx, t, disk, realQEMU.socks...)
+	realQEMU.dial(0)
+	realQEMU.exec(0, `{"execute": "qmp_capabilities"}`)
+	realQEMU.exec(0, `{"execute": "blockdev-change-medium", "arguments": {"id": "ide-5632", "filename": "`+a+`", "format": "raw"}}`)
 	for locked := false; !locked; {
-		r := real.clients[0].exec("query-block", nil)
+		r := realQEMU.clients[0].exec("query-block", nil)
 		var bi []qmp.BlockInfo
 		if err := json.Unmarshal(r.Return, &bi); err != nil {
 			t.Fatal(err)
@@ -257,8 +257,8 @@ func TestAgainstQEMULockedTray(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	real.lines = nil
-	script(real)
+	realQEMU.lines = nil
+	script(realQEMU)
 
 	s, path := Start(t, Options{})
 	fake := &player{t: t, ctx: ctx, clients: make([]*rawClient, 1), socks: []string{path}}
@@ -270,15 +270,15 @@ func TestAgainstQEMULockedTray(t *testing.T) {
 	s.LockTray("ide-5632", true)
 	fake.lines = nil
 	script(fake)
-	compareTranscripts(t, real.lines, fake.lines)
+	compareTranscripts(t, realQEMU.lines, fake.lines)
 }
 
-func compareTranscripts(t *testing.T, real, fake []string) {
+func compareTranscripts(t *testing.T, qemu, fake []string) {
 	t.Helper()
-	for i := 0; i < len(real) || i < len(fake); i++ {
+	for i := 0; i < len(qemu) || i < len(fake); i++ {
 		var r, f string
-		if i < len(real) {
-			r = real[i]
+		if i < len(qemu) {
+			r = qemu[i]
 		}
 		if i < len(fake) {
 			f = fake[i]
@@ -288,6 +288,6 @@ func compareTranscripts(t *testing.T, real, fake []string) {
 		}
 	}
 	if t.Failed() || testing.Verbose() {
-		t.Logf("qemu transcript:\n%s", strings.Join(real, "\n"))
+		t.Logf("qemu transcript:\n%s", strings.Join(qemu, "\n"))
 	}
 }

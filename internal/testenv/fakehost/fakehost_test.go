@@ -24,10 +24,10 @@ func TestRegisterCoversActivities(t *testing.T) {
 	r := registry{}
 	(&fakehost.Host{}).Register(r)
 	ctxType := reflect.TypeOf((*context.Context)(nil)).Elem()
-	real := reflect.TypeOf(&activities.Activities{})
+	product := reflect.TypeOf(&activities.Activities{})
 	var names []string
-	for i := 0; i < real.NumMethod(); i++ {
-		m := real.Method(i)
+	for i := 0; i < product.NumMethod(); i++ {
+		m := product.Method(i)
 		// An activity takes (receiver, ctx, input) and returns (result, error).
 		if m.Type.NumIn() != 3 || m.Type.In(1) != ctxType || m.Type.NumOut() != 2 {
 			continue

@@ -35,7 +35,7 @@ func startReal(ctx context.Context, cfg Config, log *slog.Logger) (_ *realQEMU, 
 	r := &realQEMU{drops: newDropSet(), privDir: privDir}
 	defer func() {
 		if err != nil {
-			r.stop()
+			_ = r.stop() // the start's own error says what went wrong
 		}
 	}()
 

@@ -179,7 +179,7 @@ func (cfg Config) check() error {
 		seen[d] = true
 	}
 	for d := range cfg.InitialMedium {
-		if !seen[d] && !(len(cfg.CDROMs) == 0 && d == DefaultCDROM) {
+		if !seen[d] && (len(cfg.CDROMs) != 0 || d != DefaultCDROM) {
 			return fmt.Errorf("initial medium for %s, which is not one of the cdroms %v: %w", d.QEMUID(), cfg.CDROMs, ErrBadConfig)
 		}
 	}

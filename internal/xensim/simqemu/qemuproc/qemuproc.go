@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Process, err error) {
 	p := &Process{log: log, privDir: privDir, ctlPath: filepath.Join(privDir, "ctl"), exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			p.cleanup()
+			_ = p.cleanup() // the start's own error says what went wrong
 		}
 	}()
 	if len(p.ctlPath) >= MaxSocketPath {
@@ -305,9 +305,9 @@ func (p *Process) LogTail() string {
 		return "no log: " + err.Error()
 	}
 	defer f.Close()
-	const max = 2048
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		_, _ = f.Seek(-max, io.SeekEnd)
+	const tail = 2048
+	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
+		_, _ = f.Seek(-tail, io.SeekEnd)
 	}
 	b, _ := io.ReadAll(f)
 	return strings.TrimSpace(string(b))
