@@ -2,7 +2,7 @@
 // with its Web UI) tuned for cdswap: the embedded default that the demo, the integration
 // tests and the benchmarks run against.
 //
-// The server is a separate binary built from the Temporal CLI v1.5.1 module (server 1.29.1):
+// The server is a separate binary built from the Temporal CLI module (v1.5.1: server 1.29.1):
 // the server cannot share a Go module with SDK v1.51.0, so it is never linked into ours.
 // `make deps` builds it once into a cache folder; CLIPath finds it there.
 //
@@ -18,11 +18,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/cdswap/cdswap/internal/versions"
 )
 
 // CLIVersion is the Temporal CLI whose dev server we run: the newest tag that
-// `go install` can build (later tags carry replace directives).
-const CLIVersion = "v1.5.1"
+// `go install` can build (later tags carry replace directives). It is pinned in
+// internal/versions/versions.env, with the other tools' versions.
+var CLIVersion = versions.TemporalCLI
 
 // ErrNoCLI means the Temporal CLI binary was not found.
 var ErrNoCLI = errors.New("temporal CLI not found")
