@@ -127,6 +127,15 @@ const (
 	ErrFdsetGone = "FdsetGone"
 	// ErrVerifyMismatch (retryable): query-block does not show the expected medium.
 	ErrVerifyMismatch = "VerifyMismatch"
+	// ErrDeviceModelGone: the guest's QEMU is gone: its QMP socket refuses connections (or
+	// is missing) and its recorded process is dead, or it kept refusing for
+	// deviceModelGrace. No retry can reach it; the domain must be restarted.
+	ErrDeviceModelGone = "DeviceModelGone"
+	// ErrGuestPaused: the guest's QEMU is paused (query-status not running, after QMP stop,
+	// `virsh suspend` or a save). Inspect refuses it: a paused QEMU keeps a removed fd, so a
+	// stubdom's PV disk could not be detached. DetachVBD returns it instead of waiting, and
+	// the workflow waits for the guest to run again.
+	ErrGuestPaused = "GuestPaused"
 	// ErrNoWorker: no cdswap-worker polls the host's task queue (set by the ResolveDrive
 	// workflow from a ScheduleToStart timeout, never by an activity).
 	ErrNoWorker = "NoWorker"
@@ -140,7 +149,7 @@ func PermanentErrorTypes() []string {
 		ErrBadInput, ErrWrongHost, ErrNoSuchDomain, ErrNoSuchDrive, ErrNotCDROM,
 		ErrUnsupportedDeviceModel, ErrMediumOutsideRoots, ErrMediumNotFound,
 		ErrMediumNotRegular, ErrFormatMismatch, ErrVBDConflict, ErrHotplugFailed,
-		ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker,
+		ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker, ErrDeviceModelGone,
 	}
 }
 

@@ -184,6 +184,9 @@ func (w *fdsetWait) poll(ctx context.Context) (id int64, found bool, err error) 
 	w.prog.Polls++
 	w.attemptPolls++
 	sets, err := w.a.pollFdsets(ctx, w.info)
+	if isType(err, ErrDeviceModelGone) || isType(err, ErrNoSuchDomain) {
+		return 0, false, err // no stubdom can add-fd to a QEMU that is gone
+	}
 	if err != nil {
 		w.lastErr = err
 		w.log.Warn("query-fdsets failed; polling on", "error", err)

@@ -204,9 +204,10 @@ func (a *Activities) checkNewMedium(ctx context.Context, medium, format string, 
 
 // qemuState is what the guest's QEMU says about the drive.
 type qemuState struct {
-	ver   qmp.Version
-	block *qmp.BlockInfo // the drive's query-block entry
-	sets  []qmp.FdsetInfo
+	ver    qmp.Version
+	status qmp.StatusInfo // query-status: the guest's run state
+	block  *qmp.BlockInfo // the drive's query-block entry
+	sets   []qmp.FdsetInfo
 }
 
 // askQEMU reads the guest QEMU's version, the drive's query-block entry and the fdsets. It
@@ -217,6 +218,9 @@ func (a *Activities) askQEMU(ctx context.Context, f inspected) (qemuState, error
 	err := a.withQMP(ctx, f.info, func(c *qmp.Client) error {
 		q.ver = c.Version()
 		var err error
+		if q.status, err = c.QueryStatus(ctx); err != nil {
+			return fmt.Errorf("query-status: %w", err)
+		}
 		if blocks, err = c.QueryBlock(ctx); err != nil {
 			return fmt.Errorf("query-block: %w", err)
 		}
@@ -235,7 +239,32 @@ func (a *Activities) askQEMU(ctx context.Context, f inspected) (qemuState, error
 	if q.block = findBlock(blocks, f.drive.DevID.QEMUID()); q.block == nil {
 		return qemuState{}, noDrive(ctx, f.drive, q.ver, nil)
 	}
+	if err := guestRunning(ctx, f.drive, q.status, true); err != nil {
+		return qemuState{}, err
+	}
 	return q, nil
+}
+
+// guestRunning returns ErrGuestPaused (permanent: the workflow decides whether to wait)
+// unless QEMU's query-status says the guest runs. A QEMU that is not running keeps the fds
+// a remove-fd released (monitor_fdsets_cleanup runs only while the VM runs), so a stubdom's
+// PV disk cannot be detached; refuse says the message is for a refused request.
+func guestRunning(ctx context.Context, d Drive, st qmp.StatusInfo, refuse bool) error {
+	if st.Running {
+		return nil
+	}
+	status := st.Status
+	if status == "" {
+		status = "not running"
+	}
+	if refuse {
+		return NewError(ctx, ErrGuestPaused, false, nil,
+			"domain %s is paused (QEMU's run state is %q): a paused QEMU keeps the medium it is asked to release, so the change could leave the drive empty; nothing was touched: unpause the guest (`xl unpause`, QMP cont) and submit the change again",
+			d.domainName(), status)
+	}
+	return NewError(ctx, ErrGuestPaused, false, nil,
+		"domain %s is paused (QEMU's run state is %q): waiting for the guest to be unpaused, since a paused QEMU keeps the released medium and the stub domain's PV disk cannot be detached until it runs",
+		d.domainName(), status)
 }
 
 // describeState fills in res the drive's state now, from QEMU and libxl's records: the
@@ -325,4 +354,25 @@ func (a *Activities) inPlace(k Kind, v xen.VBD, b *qmp.BlockInfo, sets []qmp.Fds
 		}
 	}
 	return true
+}
+
+// checkRunning asks the drive's QEMU for its run state: ErrGuestPaused if the guest is
+// paused, ErrDeviceModelGone if QEMU is gone.
+func (a *Activities) checkRunning(ctx context.Context, d Drive) error {
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return err
+	}
+	var st qmp.StatusInfo
+	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
+		var err error
+		if st, err = c.QueryStatus(ctx); err != nil {
+			return fmt.Errorf("query-status: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return guestRunning(ctx, d, st, false)
 }

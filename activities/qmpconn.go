@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xs"
 )
 
 // qmpPool keeps one QMP connection per domain, shared by the activities of a swap, for two
@@ -135,15 +139,116 @@ func (p *qmpPool) setup(ctx context.Context, e *qmpConn) (*qmp.Client, error) {
 		e.c.Close()
 		e.c = nil
 	}
-	sock := xen.QMPSocketPath(a.cfg.QMPDir, e.key.domid)
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	c, err := qmp.Dialer{Logger: a.log.With("domid", e.key.domid)}.Dial(dctx, sock)
+	c, err := a.dialQMP(ctx, e.key.domid)
 	if err != nil {
-		return nil, fmt.Errorf("QEMU of domain %d does not answer on %s (is its device model running?): %w", e.key.domid, sock, err)
+		return nil, err
 	}
 	e.c, e.dialed = c, time.Now()
 	return c, nil
+}
+
+// Telling a dead device model from a busy or restarting one.
+const (
+	// deviceModelGrace is how long a QMP socket that refuses connections (or is missing) is
+	// dialled again before its QEMU is called gone, when nothing else tells: a QEMU that
+	// restarts its monitor refuses for a moment, a dead one for ever. A monitor busy with
+	// another client does not refuse: the connection waits in its backlog.
+	deviceModelGrace = 2 * time.Second
+	// redialEvery is the pause between those dials.
+	redialEvery = 200 * time.Millisecond
+)
+
+// dialQMP connects to the QMP socket of domain domid. A socket that refuses connections or
+// is missing is ErrDeviceModelGone (permanent) as soon as the domain's recorded device model
+// process is seen dead or its stub domain gone, or after deviceModelGrace of refusals; a
+// domain gone from xenstore is ErrNoSuchDomain. Other failures are plain (retryable) errors.
+func (a *Activities) dialQMP(ctx context.Context, domid uint32) (*qmp.Client, error) {
+	sock := xen.QMPSocketPath(a.cfg.QMPDir, domid)
+	var refusedSince time.Time
+	for {
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		c, err := qmp.Dialer{Logger: a.log.With("domid", domid)}.Dial(dctx, sock)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if !isRefused(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("QEMU of domain %d does not answer on %s (is its device model running?): %w", domid, sock, err)
+		}
+		if refusedSince.IsZero() {
+			refusedSince = time.Now()
+		}
+		if gone := a.deviceModelGone(ctx, domid, sock, err); gone != nil {
+			return nil, gone
+		}
+		if time.Since(refusedSince) >= deviceModelGrace {
+			return nil, NewError(ctx, ErrDeviceModelGone, false, err,
+				"QEMU of domain %d is gone: nothing has answered on its QMP socket %s for %s (%v); the domain's device model died: destroy and restart the domain (`xl destroy`, `xl create`), then submit the change again",
+				domid, sock, deviceModelGrace, errno(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(redialEvery):
+		}
+	}
+}
+
+// isRefused reports whether a dial failed because nothing listens on the socket: refused
+// (a socket file with no listener, as a dead QEMU leaves it) or missing.
+func isRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+}
+
+// errno names the system error of a failed dial, for messages.
+func errno(err error) string {
+	var en syscall.Errno
+	if errors.As(err, &en) {
+		return en.Error()
+	}
+	return err.Error()
+}
+
+// deviceModelGone looks, after a refused dial, for what tells a dead device model at once:
+// the domain gone from xenstore (ErrNoSuchDomain), its stub domain gone, or the process
+// libxl recorded in /local/domain/<domid>/image/device-model-pid (a QEMU in dom0) no longer
+// running (ErrDeviceModelGone). It returns nil when none of them says so.
+func (a *Activities) deviceModelGone(ctx context.Context, domid uint32, sock string, dialErr error) error {
+	info, err := a.domainInfo(ctx, domid)
+	if err != nil {
+		if isType(err, ErrNoSuchDomain) {
+			return err
+		}
+		return nil // xenstore trouble: let the grace period decide
+	}
+	if info.StubDomID != 0 {
+		if _, err := a.domainInfo(ctx, info.StubDomID); isType(err, ErrNoSuchDomain) {
+			return NewError(ctx, ErrDeviceModelGone, false, err,
+				"QEMU of domain %d is gone: its stub domain %d no longer exists and its QMP socket %s refuses connections (%s): destroy and restart the domain, then submit the change again",
+				domid, info.StubDomID, sock, errno(dialErr))
+		}
+		return nil
+	}
+	pidPath := xen.DomainPath(domid) + "/image/device-model-pid"
+	var v string
+	err = a.withXS(ctx, func(c *xs.Client) error {
+		var err error
+		v, err = c.Read(ctx, pidPath)
+		return err
+	})
+	if err != nil {
+		return nil // not recorded (or unreadable): let the grace period decide
+	}
+	pid, perr := strconv.Atoi(strings.TrimSpace(v))
+	if perr != nil || pid <= 0 {
+		return nil
+	}
+	if kerr := syscall.Kill(pid, 0); !errors.Is(kerr, syscall.ESRCH) {
+		return nil // alive (or not ours to signal): perhaps restarting its monitor
+	}
+	return NewError(ctx, ErrDeviceModelGone, false, dialErr,
+		"QEMU of domain %d is gone: its process %d (%s) has exited and its QMP socket %s refuses connections (%s): destroy and restart the domain (`xl destroy`, `xl create`), then submit the change again",
+		domid, pid, pidPath, sock, errno(dialErr))
 }
 
 // dialedAt is when the domain's current connection was dialled; zero if it has none.

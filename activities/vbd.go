@@ -31,6 +31,11 @@ func (a *Activities) DetachVBD(ctx context.Context, in DetachVBDInput) (DetachVB
 		if err != nil {
 			return err
 		}
+		// A paused QEMU keeps the medium ReleaseFdset released, and the backend would never
+		// close: the workflow waits for the guest to run instead.
+		if err := a.checkRunning(ctx, d); err != nil {
+			return err
+		}
 		res = DetachVBDResult{Params: v.Params}
 		be := v.BackendPath()
 		err = xen.RemoveVBD(ctx, c, be)

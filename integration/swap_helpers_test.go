@@ -368,8 +368,8 @@ type libxlDisk struct {
 	IsCDROM  int    `json:"is_cdrom"`
 }
 
-// checkConfig checks libxl's JSON config side of checkDrive.
-func checkConfig(t testing.TB, dom xensim.DomainInfo, medium string) {
+// configDisk returns the one disk entry of dom's drive in libxl's JSON config.
+func configDisk(t testing.TB, dom xensim.DomainInfo) libxlDisk {
 	t.Helper()
 	b, err := os.ReadFile(dom.ConfigPath)
 	require.NoError(t, err)
@@ -384,7 +384,13 @@ func checkConfig(t testing.TB, dom xensim.DomainInfo, medium string) {
 		}
 	}
 	require.Len(t, got, 1, "disks with vdev %s in %s: %+v", dom.Vdev, dom.ConfigPath, cfg.Disks)
-	d := got[0]
+	return got[0]
+}
+
+// checkConfig checks libxl's JSON config side of checkDrive.
+func checkConfig(t testing.TB, dom xensim.DomainInfo, medium string) {
+	t.Helper()
+	d := configDisk(t, dom)
 	assert.Equal(t, 1, d.IsCDROM, "%s: is_cdrom", dom.ConfigPath)
 	if medium == "" {
 		assert.Equal(t, "", d.PdevPath, "%s: pdev_path of an empty drive", dom.ConfigPath)

@@ -103,6 +103,9 @@ type Progress struct {
 	Steps []StepRecord
 	// Outcome is set at the end.
 	Outcome Outcome
+	// Waiting says what the run waits for between steps, "" when it does not wait:
+	// WaitingUnpause while the guest is paused in the middle of a change.
+	Waiting string
 }
 
 // act calls activities by method value on a nil pointer: only the method's name (the
@@ -155,6 +158,7 @@ type swap struct {
 
 	phase   Phase
 	step    string
+	waiting string // Progress.Waiting
 	steps   []StepRecord
 	outcome Outcome
 
@@ -317,10 +321,7 @@ func (s *swap) eject(ctx workflow.Context) error {
 // keeps them replaying.
 func (s *swap) forwardStubdom(ctx workflow.Context) error {
 	for round := 1; ; round++ {
-		if err := s.releaseFdsets(ctx); err != nil {
-			return err
-		}
-		if _, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, ""); err != nil {
+		if err := s.detach(ctx); err != nil {
 			return err
 		}
 		filename, err := s.attachAndInsert(ctx, s.insp.NewParams, s.insp.Medium != "")
@@ -347,6 +348,36 @@ func (s *swap) forwardDom0(ctx workflow.Context) error {
 		}
 	}
 	return s.recordAndVerify(ctx, s.insp.Medium, s.insp.Format, s.insp.NewParams, filename)
+}
+
+// detach releases the stubdom's fdsets for the drive and detaches its vbd. A paused guest's
+// QEMU keeps a released fd, so that the vbd could never close: DetachVBD refuses
+// (ErrGuestPaused) and detach waits, with a growing pause, until the guest runs, then
+// releases again (a remove-fd while the VM runs closes what the paused QEMU kept) and
+// detaches. The wait has no bound: on a restore, the drive can be given its medium back as
+// soon as the guest runs again; an operator may cancel a change that waits.
+func (s *swap) detach(ctx workflow.Context) error {
+	wait := pausedFirstWait
+	for {
+		if err := s.releaseFdsets(ctx); err != nil {
+			return err
+		}
+		_, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, "")
+		if err == nil || CauseType(err) != activities.ErrGuestPaused || ctx.Err() != nil {
+			return err
+		}
+		if workflow.GetVersion(ctx, changeWaitPaused, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			return err
+		}
+		s.log.Warn("The guest is paused; waiting for it to run before detaching the PV disk", "step", activities.NameDetachVBD, "wait", wait)
+		s.waiting = WaitingUnpause
+		serr := workflow.Sleep(ctx, wait)
+		s.waiting = ""
+		if serr != nil {
+			return serr
+		}
+		wait = min(2*wait, pausedMaxWait)
+	}
 }
 
 // releaseFdsets removes the stubdom's fdsets for the drive and remembers their ids.
@@ -437,6 +468,10 @@ func (s *swap) restore(ctx workflow.Context, cause error, canceled bool) end {
 			break
 		}
 		s.log.Error("Restore failed", "round", round, "error", err)
+		if deviceModelGone(err) && workflow.GetVersion(ctx, changeDeviceModelGone, workflow.DefaultVersion, 1) != workflow.DefaultVersion {
+			// No later round can reach a QEMU (or a domain) that is gone.
+			break
+		}
 		if round < restoreRounds {
 			_ = workflow.Sleep(ctx, restorePause(round))
 		}
@@ -462,10 +497,7 @@ func (s *swap) restoreOnce(ctx workflow.Context) error {
 	}
 	filename := ""
 	if s.drive.Kind == activities.KindStubdom {
-		if err := s.releaseFdsets(ctx); err != nil {
-			return err
-		}
-		if _, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, ""); err != nil {
+		if err := s.detach(ctx); err != nil {
 			return err
 		}
 		var err error
@@ -481,8 +513,21 @@ func (s *swap) restoreOnce(ctx workflow.Context) error {
 	return s.recordAndVerify(ctx, old.OldMedium, old.OldFormat, old.OldParams, filename)
 }
 
+// deviceModelGone reports whether err says the guest's QEMU or the domain itself is gone.
+func deviceModelGone(err error) bool {
+	switch CauseType(err) {
+	case activities.ErrDeviceModelGone, activities.ErrNoSuchDomain:
+		return true
+	}
+	return false
+}
+
 // manualAction tells a person how to repair a drive whose restore failed with err.
 func (s *swap) manualAction(err error) string {
+	if deviceModelGone(err) {
+		return fmt.Sprintf("the device model of domain %s on host %s is gone, so drive %s has no medium and none can be put back: %s; once the domain runs again, check the drive with `cdswap status` and submit the change again",
+			s.domain(), s.in.Host, s.in.Vdev, ErrorMessage(err, ""))
+	}
 	cmd := fmt.Sprintf("xl cd-eject %s %s", s.domain(), s.in.Vdev)
 	if old := s.insp.OldMedium; old != "" {
 		if f := s.insp.OldFormat; f != "" && f != activities.FormatRaw {
@@ -520,7 +565,7 @@ func (s *swap) finish(ctx workflow.Context, e end) (ChangeMediumResult, error) {
 		Action:  e.action,
 	}
 	if e.cause != nil {
-		res.ErrorType, res.Error = CauseType(e.cause), ErrorMessage(e.cause, "")
+		res.ErrorType, res.Error = shownType(e.cause), ErrorMessage(e.cause, "")
 	}
 	s.upsertOutcome(ctx, e.outcome)
 	s.log.Info("Change ended", "outcome", e.outcome, "error", res.Error)
@@ -566,7 +611,7 @@ func (s *swap) upsertOutcome(ctx workflow.Context, o Outcome) {
 
 // progress answers ProgressQuery.
 func (s *swap) progress() (Progress, error) {
-	return Progress{Phase: s.phase, Step: s.step, Kind: s.drive.Kind, Steps: slices.Clone(s.steps), Outcome: s.outcome}, nil
+	return Progress{Phase: s.phase, Step: s.step, Kind: s.drive.Kind, Steps: slices.Clone(s.steps), Outcome: s.outcome, Waiting: s.waiting}, nil
 }
 
 // domain names the guest for messages.
@@ -611,7 +656,7 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 		return out, nil
 	}
 	r.Attempts = failedAttempts(err, opts.RetryPolicy.MaximumAttempts)
-	r.ErrorType, r.Error = CauseType(err), ErrorMessage(err, "")
+	r.ErrorType, r.Error = shownType(err), ErrorMessage(err, "")
 	if r.ErrorType == "" && isCanceled(ctx, err) {
 		r.ErrorType = "Canceled"
 	}
@@ -642,6 +687,19 @@ func failedAttempts(err error, maxAttempts int32) int32 {
 	return 0
 }
 
+// shownType is CauseType for a person: "" where the type is only the Go type name of a plain
+// error an activity returned ("wrapError"), which the SDK sends as the error's type. The
+// activities' own errors (activities.NewError) always carry FailureDetails; plain ones none.
+func shownType(err error) string {
+	var actErr *temporal.ActivityError
+	if errors.As(err, &actErr) {
+		if appErr, ok := actErr.Unwrap().(*temporal.ApplicationError); ok && !appErr.HasDetails() {
+			return ""
+		}
+	}
+	return CauseType(err)
+}
+
 // isCanceled reports whether err ends a step because the run was canceled.
 func isCanceled(ctx workflow.Context, err error) bool {
 	return ctx.Err() != nil || temporal.IsCanceledError(err)
@@ -654,7 +712,7 @@ func isRefusal(err error) bool {
 	case activities.ErrBadInput, activities.ErrWrongHost, activities.ErrNoSuchDomain,
 		activities.ErrNoSuchDrive, activities.ErrNotCDROM, activities.ErrUnsupportedDeviceModel,
 		activities.ErrMediumOutsideRoots, activities.ErrMediumNotFound,
-		activities.ErrMediumNotRegular, activities.ErrFormatMismatch:
+		activities.ErrMediumNotRegular, activities.ErrFormatMismatch, activities.ErrGuestPaused:
 		return true
 	}
 	return false

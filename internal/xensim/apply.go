@@ -91,7 +91,10 @@ func (h *Host) planFaults(old, f Faults, rearm string) ([]change, error) {
 		name := d.info.Name
 		o, n := old.For(name), f.For(name)
 		_, own := f.Domains[name]
-		wantsQMP := n.LockTray || n.Paused || n.DropAfter != ""
+		wantsQMP := n.LockTray || n.Paused || n.DropAfter != "" || n.KillQEMU
+		if o.KillQEMU && !n.KillQEMU {
+			return nil, fmt.Errorf("guest %s: its QEMU was killed and cannot be brought back (%s stays on until the host stops): %w", name, KnobKillQEMU, ErrBadConfig)
+		}
 		if d.mode == "" && wantsQMP {
 			if own {
 				return nil, fmt.Errorf("guest %s runs qemu-xen-traditional, which has no QMP: lock-tray, paused and drop-after do not apply: %w", name, ErrNoQMP)
@@ -143,6 +146,16 @@ func (h *Host) setFaultsLocked(ctx context.Context, f Faults, rearm string) erro
 func (h *Host) applyQEMU(ctx context.Context, d *domain, old, new DomainFaults, arm bool) error {
 	q := d.qemu
 	if q == nil {
+		return nil
+	}
+	if new.KillQEMU {
+		if old.KillQEMU {
+			return nil // dead: no other knob reaches it
+		}
+		if err := q.Kill(); err != nil {
+			return fmt.Errorf("kill the QEMU of %s: %w", d.info.Name, err)
+		}
+		h.log.Info("QEMU killed, as asked", "domid", d.info.DomID, "guest", d.info.Name, "pid", d.info.QEMUPID)
 		return nil
 	}
 	if old.LockTray != new.LockTray {

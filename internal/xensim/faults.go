@@ -43,6 +43,10 @@ type DomainFaults struct {
 	LockTray bool `json:"lock_tray"`
 	// Paused: the guest is paused (QMP stop), as `xl pause` leaves it.
 	Paused bool `json:"paused"`
+	// KillQEMU: the guest's QEMU is killed (SIGKILL for a real one: its QMP socket file stays
+	// and refuses connections, and its recorded pid is dead; the fake stops and its sockets
+	// vanish). One way: a killed QEMU stays dead until the host stops.
+	KillQEMU bool `json:"kill_qemu"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration string ("150ms").
@@ -125,6 +129,7 @@ const (
 	KnobDropAfter    = "drop-after"
 	KnobLockTray     = "lock-tray"
 	KnobPaused       = "paused"
+	KnobKillQEMU     = "kill-qemu"
 )
 
 // Knobs lists the knob names with what each does, for help texts.
@@ -138,6 +143,7 @@ var Knobs = []struct{ Name, Value, Help string }{
 	{KnobDropAfter, "QMP command", "the QMP connection drops after the next reply to it (one shot)"},
 	{KnobLockTray, "bool", "the guest OS locks the tray (fake QEMU only)"},
 	{KnobPaused, "bool", "the guest is paused (QMP stop / cont)"},
+	{KnobKillQEMU, "bool", "the guest's QEMU is killed, for good (a dead device model)"},
 }
 
 // KnobHelp is a one-knob-a-line description of Knobs.
@@ -175,6 +181,8 @@ func setKnob(d *DomainFaults, knob, value string) error {
 		d.LockTray, err = parseBool()
 	case KnobPaused:
 		d.Paused, err = parseBool()
+	case KnobKillQEMU:
+		d.KillQEMU, err = parseBool()
 	case KnobAddFDDelay:
 		v, perr := time.ParseDuration(value)
 		if perr != nil || v < 0 {
@@ -261,6 +269,7 @@ func (d DomainFaults) String() string {
 	add(d.DropAfter != "", KnobDropAfter, d.DropAfter)
 	add(d.LockTray, KnobLockTray, "true")
 	add(d.Paused, KnobPaused, "true")
+	add(d.KillQEMU, KnobKillQEMU, "true")
 	if len(ws) == 0 {
 		return "none"
 	}

@@ -80,6 +80,15 @@ func (r *realQEMU) setPaused(ctx context.Context, paused bool) error {
 	return r.proc.SetPaused(ctx, paused)
 }
 
+// kill is stop that leaves the public socket files behind, as a QEMU that died leaves its
+// own: a client's connect is then refused.
+func (r *realQEMU) kill() error {
+	for _, p := range r.proxies {
+		p.ln.SetUnlinkOnClose(false)
+	}
+	return r.stop()
+}
+
 // stop kills QEMU (and waits for it), closes the proxies and removes the private sockets; it
 // also undoes whatever a failed startReal got done. It may be called more than once.
 func (r *realQEMU) stop() error {

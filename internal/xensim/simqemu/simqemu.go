@@ -231,6 +231,17 @@ func (q *QEMU) Stop() error {
 	return q.fakeErr
 }
 
+// Kill ends the QEMU as a crash would: a real one gets SIGKILL and its public monitor
+// sockets stay behind as files nobody listens on (a client's connect is refused, as after a
+// real QEMU died); the fake stops, and its sockets vanish. Done is closed afterwards; Stop
+// after Kill does nothing more.
+func (q *QEMU) Kill() error {
+	if q.real != nil {
+		return q.real.kill()
+	}
+	return q.Stop()
+}
+
 // DropAfter makes the QEMU close the next connection that gets a reply to command, right
 // after that reply, on any of its monitors. Each call arms one drop.
 func (q *QEMU) DropAfter(command string) {
