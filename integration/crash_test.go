@@ -2,13 +2,17 @@ package integration
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/cdswap/cdswap/activities"
@@ -116,6 +120,10 @@ var crashCases = []crashCase{
 	{activities.NameAddFD, xensim.KindDom0, delayQMP("add-fd")},
 }
 
+// crashRoundsFlag is how many times TestCrash kills the worker in each step (one change per
+// kill); -report prints the recovery table over all of them.
+var crashRoundsFlag = flag.Int("crash-rounds", 1, "TestCrash: kills per step (3 gives 33 kills for -report's table)")
+
 // TestCrash kills the worker (SIGKILL) inside each step of a change in turn, starts a new
 // one, and checks that the change finishes: the guest's QEMU holds the new medium and no
 // longer the old one (no fdset left behind), xenstore has exactly one vbd for the drive with
@@ -123,24 +131,48 @@ var crashCases = []crashCase{
 // crash (an attempt > 1), and the history replays.
 //
 // Each case runs a first insert (so that the drive holds a medium from a stubdom fdset, which
-// the crashed change must release) and then the crashed one, on its own host and worker, all
-// cases in parallel. A killed worker's activity is noticed only at its StartToClose timeout
-// (its heartbeat timeout for WaitFdset), and its sticky workflow task waits for the sticky
-// queue's schedule-to-start timeout (5 s) before it moves to the new worker: so each case
-// takes 10-30 s.
+// the crashed change must release) and then -crash-rounds crashed ones, each on a new worker,
+// on its own host, all cases in parallel. Every step heartbeats, so a killed worker's step is
+// retried within its 2 s heartbeat timeout, and a workflow task it had taken within the 2 s
+// workflow task timeout. With -report it prints how long each recovery took, from the new
+// worker's start (BENCHMARKS.md); nothing here asserts a time.
+//
+//	go test ./integration -run 'TestCrash$' -count=1 -v -args -report -crash-rounds 3
 func TestCrash(t *testing.T) {
 	need(t)
 	t.Parallel()
+	var mu sync.Mutex
+	var all []recovery
+	t.Cleanup(func() {
+		if *reportFlag && !t.Failed() {
+			fmt.Println(recoveryTable(all))
+		}
+	})
 	for _, c := range crashCases {
 		t.Run(c.step, func(t *testing.T) {
 			t.Parallel()
-			runCrash(t, c)
+			rs, _ := runCrash(t, c, max(*crashRoundsFlag, 1))
+			mu.Lock()
+			all = append(all, rs...)
+			mu.Unlock()
 		})
 	}
 }
 
-// runCrash runs one crash case and returns the crashed change's run.
-func runCrash(t *testing.T, c crashCase) client.WorkflowRun {
+// recovery is how long a change took to recover from one kill, from the new worker's start
+// (its process start) to: the crashed step's new attempt starting (retried), that attempt
+// ending (done; it includes what the test's hold left of the step's own work), and the run's
+// next workflow task done on the new worker (resumed), which includes the wait for the dead
+// worker's sticky queue.
+type recovery struct {
+	step                   string
+	retried, done, resumed time.Duration
+	failed                 bool // the retried attempt failed
+}
+
+// runCrash runs one crash case, rounds kills in a row, and returns their recoveries and the
+// last crashed change's run.
+func runCrash(t *testing.T, c crashCase, rounds int) ([]recovery, client.WorkflowRun) {
 	h := startHost(t, xensim.Config{
 		HostName:   hostName("crash-" + strings.ToLower(c.step)),
 		Domains:    []xensim.DomainSpec{{Kind: c.kind}},
@@ -153,29 +185,130 @@ func runCrash(t *testing.T, c crashCase) client.WorkflowRun {
 	e.proxy = startXSProxy(t, h.Dir(), h.XenstoredPath())
 	opts := workerOpts{xenstore: e.proxy.path}
 
-	first, second := iso(h, xensim.ISOTools), iso(h, xensim.ISORescue)
-	w1 := startWorker(t, h, opts)
-	swapOK(t, h, e.dom, first, workflows.OutcomeChanged)
+	media := []string{iso(h, xensim.ISOTools), iso(h, xensim.ISORescue)}
+	w := startWorker(t, h, opts)
+	swapOK(t, h, e.dom, media[0], workflows.OutcomeChanged)
 
-	release := c.hold(t, e)
-	ctx := testenv.Context(t, 2*time.Minute)
-	run := startSwap(t, ctx, swapInput(h, e.dom, second, ""))
-	waitStepStarted(t, testenv.Context(t, 60*time.Second), run, c.step)
-	w1.kill()
-	release()
-	w2 := startWorker(t, h, opts)
-	t.Logf("step %s: worker killed; new worker polling %s after its start", c.step, time.Since(w2.started).Round(time.Millisecond))
+	var out []recovery
+	var last client.WorkflowRun
+	for round := 1; round <= rounds; round++ {
+		old, medium := media[(round-1)%2], media[round%2]
+		release := c.hold(t, e)
+		ctx := testenv.Context(t, 2*time.Minute)
+		run := startSwap(t, ctx, swapInput(h, e.dom, medium, ""))
+		waitStepStarted(t, testenv.Context(t, 60*time.Second), run, c.step)
+		w.kill()
+		release()
+		w = startWorker(t, h, opts)
+		t.Logf("step %s round %d: worker killed; new worker polling %s after its start", c.step, round, time.Since(w.started).Round(time.Millisecond))
 
-	res, err := waitSwap(ctx, run)
-	require.NoError(t, err, "change after a crash in %s: result %+v", c.step, res)
-	assert.Equal(t, workflows.OutcomeChanged, res.Outcome, "result %+v", res)
-	checkDrive(t, h, e.dom, second, first)
+		res, err := waitSwap(ctx, run)
+		require.NoError(t, err, "change after a crash in %s: result %+v", c.step, res)
+		assert.Equal(t, workflows.OutcomeChanged, res.Outcome, "result %+v", res)
+		checkDrive(t, h, e.dom, medium, old)
 
-	hist := requireReplays(t, run)
-	attempts := stepAttempts(hist, c.step)
-	require.NotEmpty(t, attempts, "history of %s has no finished %s", run.GetID(), c.step)
-	assert.Greater(t, slices.Max(attempts), int32(1), "step %s was not retried after the crash (attempts %v): the kill did not land inside it", c.step, attempts)
-	return run
+		hist := requireReplays(t, run)
+		attempts := stepAttempts(hist, c.step)
+		require.NotEmpty(t, attempts, "history of %s has no finished %s", run.GetID(), c.step)
+		require.Greater(t, slices.Max(attempts), int32(1), "step %s was not retried after the crash (attempts %v): the kill did not land inside it", c.step, attempts)
+		r := recoveryOf(hist, c.step, w.started)
+		t.Logf("step %s round %d: retried %s, done %s, resumed %s after the new worker's start", c.step, round, r.retried, r.done, r.resumed)
+		out, last = append(out, r), run
+	}
+	return out, last
+}
+
+// recoveryOf reads a crashed run's history: the first attempt > 1 of step to start, its end,
+// and the first workflow task completed after it, each from started.
+func recoveryOf(h *historypb.History, step string, started time.Time) recovery {
+	r := recovery{step: step}
+	types := map[int64]string{}
+	var sched int64
+	for _, e := range h.GetEvents() {
+		at := e.GetEventTime().AsTime().Sub(started)
+		switch {
+		case e.GetActivityTaskScheduledEventAttributes() != nil:
+			types[e.GetEventId()] = e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName()
+		case e.GetActivityTaskStartedEventAttributes() != nil:
+			a := e.GetActivityTaskStartedEventAttributes()
+			if sched == 0 && types[a.GetScheduledEventId()] == step && a.GetAttempt() > 1 {
+				sched, r.retried = a.GetScheduledEventId(), at
+			}
+		case e.GetActivityTaskCompletedEventAttributes() != nil:
+			if sched != 0 && r.done == 0 && e.GetActivityTaskCompletedEventAttributes().GetScheduledEventId() == sched {
+				r.done = at
+			}
+		case e.GetActivityTaskFailedEventAttributes() != nil:
+			// WaitFdset may find the set gone (QEMU dropped it with the dead worker's
+			// monitor) and fail, and the run then cycles the PV disk: the step ended all
+			// the same.
+			if sched != 0 && r.done == 0 && e.GetActivityTaskFailedEventAttributes().GetScheduledEventId() == sched {
+				r.done, r.failed = at, true
+			}
+		case e.GetWorkflowTaskCompletedEventAttributes() != nil:
+			if r.done != 0 && r.resumed == 0 {
+				r.resumed = at
+			}
+		}
+	}
+	return r
+}
+
+// recoveryTable renders the recoveries as markdown: per step and over all kills.
+func recoveryTable(rs []recovery) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%d kills; seconds from the new worker's start\n\n", len(rs))
+	b.WriteString("| step | kills | retried p50 | done p50 | done max | resumed p50 | resumed max |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	by := map[string][]recovery{}
+	var steps []string
+	for _, r := range rs {
+		if by[r.step] == nil {
+			steps = append(steps, r.step)
+		}
+		by[r.step] = append(by[r.step], r)
+	}
+	col := func(rs []recovery, f func(recovery) time.Duration) []time.Duration {
+		var ds []time.Duration
+		for _, r := range rs {
+			ds = append(ds, f(r))
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	retried := func(r recovery) time.Duration { return r.retried }
+	done := func(r recovery) time.Duration { return r.done }
+	resumed := func(r recovery) time.Duration { return r.resumed }
+	sec := func(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+	for _, s := range steps {
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s |\n", s, len(by[s]),
+			sec(pct(col(by[s], retried), 50)), sec(pct(col(by[s], done), 50)), sec(slices.Max(col(by[s], done))),
+			sec(pct(col(by[s], resumed), 50)), sec(slices.Max(col(by[s], resumed))))
+	}
+	failed := 0
+	for _, r := range rs {
+		if r.failed {
+			failed++
+		}
+	}
+	fmt.Fprintf(&b, "\n%d of the retried attempts failed; their step was retried again, or the run went on (WaitFdset: a lost fdset, the PV disk cycled).\n", failed)
+	b.WriteString("\n| all kills | p50 | p95 | max |\n|---|---:|---:|---:|\n")
+	for _, c := range []struct {
+		name string
+		f    func(recovery) time.Duration
+	}{{"retried", retried}, {"done", done}, {"resumed", resumed}} {
+		ds := col(rs, c.f)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", c.name, sec(pct(ds, 50)), sec(pct(ds, 95)), sec(slices.Max(ds)))
+	}
+	return b.String()
+}
+
+// pct is the p-th percentile of sorted ds (nearest rank).
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	i := (p*len(ds) + 99) / 100
+	return ds[max(i-1, 0)]
 }
 
 // TestCrashBeforeStubdomAddFD kills the worker in the gap between the stubdom's new vbd

@@ -161,7 +161,7 @@ func TestRecordHistories(t *testing.T) {
 		skipRecorded(t, historyPath(cm, "worker-crash-resumed", historyV1))
 		for _, c := range crashCases {
 			if c.step == activities.NameWaitFdset {
-				run := runCrash(t, c)
+				_, run := runCrash(t, c, 1)
 				writeHistory(t, run, cm, "worker-crash-resumed", historyV1)
 			}
 		}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
@@ -43,9 +44,11 @@ const (
 	taskPollers       = 8
 	workerStopTimeout = 10 * time.Second
 	// stickyTimeout is how long a workflow task waits for this worker's sticky queue before
-	// any worker of the host may take it: after a crash, that is the stall before the swap
-	// resumes (the SDK's default is 5 s). A miss under load only costs a replay.
-	stickyTimeout = 2 * time.Second
+	// any worker of the host may take it: after a crash, that is the stall between the
+	// crashed step's retry ending and the swap's next step (the SDK's default is 5 s; 2 s
+	// made it most of the recovery time, BENCHMARKS.md). A miss under load only costs a
+	// replay of a short history.
+	stickyTimeout = 1 * time.Second
 	// startTimeout bounds the checks and the connection to Temporal at start.
 	startTimeout = 30 * time.Second
 )
@@ -220,6 +223,8 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		MaxConcurrentActivityTaskPollers: taskPollers,
 		WorkerStopTimeout:                workerStopTimeout,
 		StickyScheduleToStartTimeout:     stickyTimeout,
+		// Heartbeats let the server retry a step whose worker died within seconds.
+		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
 	})
 	workflows.Register(w)
 	w.RegisterActivity(acts)

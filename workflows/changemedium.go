@@ -59,6 +59,10 @@ type ChangeMediumResult struct {
 	Error string
 	// Action is what a person must do after a failed restore ("" otherwise).
 	Action string
+	// CancelTooLate is true when a cancellation arrived after the change was verified
+	// (during Verify or Unlock): the run kept the new medium (or the eject) and ended with
+	// Outcome, and its memo's MemoCancel says so.
+	CancelTooLate bool `json:",omitempty"`
 }
 
 // StepRecord is one step (one activity call, with its retries) of a run.
@@ -170,6 +174,7 @@ type swap struct {
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
 	restoreFailedAt string // the step whose failure ended the last restore round
+	cancelTooLate   bool   // a cancellation arrived after the change was verified
 }
 
 // end is how a run ends before its result is built.
@@ -191,6 +196,9 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	e := s.change(ctx, dctx)
 	if s.locked {
 		s.unlock(dctx)
+	}
+	if cancelCameTooLate(ctx, e) {
+		s.noteCancelTooLate(dctx, e)
 	}
 	return s.finish(dctx, e)
 }
@@ -556,13 +564,14 @@ func (s *swap) unlock(ctx workflow.Context) {
 func (s *swap) finish(ctx workflow.Context, e end) (ChangeMediumResult, error) {
 	s.phase, s.step, s.outcome = PhaseDone, "", e.outcome
 	res := ChangeMediumResult{
-		Outcome: e.outcome,
-		Kind:    s.drive.Kind,
-		Old:     s.insp.OldMedium,
-		New:     s.in.Medium,
-		Steps:   slices.Clone(s.steps),
-		FdsetID: s.fdset,
-		Action:  e.action,
+		Outcome:       e.outcome,
+		Kind:          s.drive.Kind,
+		Old:           s.insp.OldMedium,
+		New:           s.in.Medium,
+		Steps:         slices.Clone(s.steps),
+		FdsetID:       s.fdset,
+		Action:        e.action,
+		CancelTooLate: s.cancelTooLate,
 	}
 	if e.cause != nil {
 		res.ErrorType, res.Error = shownType(e.cause), ErrorMessage(e.cause, "")

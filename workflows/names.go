@@ -129,12 +129,13 @@ func Memo(in ChangeMediumInput) map[string]any {
 }
 
 // StartOptions are the options to start a ChangeMedium run with: its id (a second run for a
-// drive that has one running is refused), the host's task queue, the memo and the search
-// attributes.
+// drive that has one running is refused), the host's task queue, a short workflow task
+// timeout (WorkflowTaskTimeout), the memo and the search attributes.
 func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       WorkflowID(in.Host, in.DomID, in.Vdev),
 		TaskQueue:                activities.TaskQueue(in.Host),
+		WorkflowTaskTimeout:      WorkflowTaskTimeout,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		// Without it the SDK hands back the running swap instead of refusing the second one.

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -94,6 +95,8 @@ func TestStartOptions(t *testing.T) {
 	assert.Equal(t, "cdswap-h1-7-hdc", o.ID)
 	assert.Equal(t, "cdswap-host-h1", o.TaskQueue)
 	assert.Equal(t, enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL, o.WorkflowIDConflictPolicy)
+	// A task a dead worker took waits this long for another worker (the default is 10 s).
+	assert.Equal(t, 2*time.Second, o.WorkflowTaskTimeout)
 	assert.Equal(t, map[string]any{"requester": "alice", "reason": "monthly ISO", "ticket": "OPS-1"}, o.Memo)
 	for _, k := range []struct {
 		key  temporal.SearchAttributeKeyKeyword

@@ -40,6 +40,20 @@ func restorePause(round int) time.Duration {
 	return 30 * time.Second
 }
 
+// WorkflowTaskTimeout is the workflow task timeout ChangeMedium runs start with
+// (StartOptions). A workflow task that a worker took and then died with is given to another
+// worker only after it: the server's default, 10 s, was most of the stall after a crash. A
+// ChangeMedium task takes milliseconds (a short history, no local activities), so 2 s leaves
+// a slow or loaded worker a wide margin, and a task that still times out is only retried.
+const WorkflowTaskTimeout = 2 * time.Second
+
+// stepHeartbeat is every step's heartbeat timeout. The worker keeps a heartbeat going while a
+// step runs (activities.NewHeartbeatInterceptor; WaitFdset heartbeats from its poll), so a
+// step whose worker died is retried this long after its last heartbeat instead of at its
+// StartToClose. The SDK sends at most one heartbeat per 80 % of it; 2 s keeps that to a
+// call every 1.6 s and survives a second's pause of a busy worker.
+const stepHeartbeat = 2 * time.Second
+
 // policy is one step's timeouts and retries.
 type policy struct {
 	startToClose time.Duration
@@ -48,10 +62,20 @@ type policy struct {
 	attempts     int32
 }
 
-// stepPolicy sizes each step. Retries start at 100-200 ms and double up to 2 s; QMP steps
-// get 10 s per attempt, PV disk steps 20 s (libxl waits up to 10 s for a backend state),
-// WaitFdset 30 s with a 2 s heartbeat so that a dead worker is noticed quickly.
+// stepPolicy sizes each step. Retries start at 100-200 ms and double up to 2 s. StartToClose
+// bounds what one attempt may take while its worker is alive: 5 s for the lock steps (Lock
+// waits up to the worker's LockWait), 10 s for a QMP or xenstore exchange (blockdev-change-
+// medium opens the image; Record retries xenstore conflicts), 15 s for Inspect, 20 s for the
+// PV disk steps (libxl waits up to 10 s for a backend state), 30 s for WaitFdset (its own
+// wait is fdsetWaitTimeout). Every step heartbeats (stepHeartbeat), so a dead worker is
+// noticed within 2 s whatever the StartToClose.
 func stepPolicy(step string) policy {
+	p := stepPolicyOf(step)
+	p.heartbeat = stepHeartbeat
+	return p
+}
+
+func stepPolicyOf(step string) policy {
 	switch step {
 	case activities.NameInspect:
 		return policy{startToClose: 15 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
@@ -69,7 +93,7 @@ func stepPolicy(step string) policy {
 	case activities.NameDetachVBD, activities.NameAttachVBD:
 		return policy{startToClose: 20 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
 	case activities.NameWaitFdset:
-		return policy{startToClose: 30 * time.Second, heartbeat: 2 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
+		return policy{startToClose: 30 * time.Second, initial: 200 * time.Millisecond, attempts: 3}
 	case activities.NameRecord:
 		// xenstore transaction conflicts are retried inside the activity; these attempts
 		// cover a busy or restarting xenstored.

@@ -9,6 +9,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
@@ -64,7 +65,9 @@ func startHost(t *testing.T, host string, hooks map[string]fakehost.Hook) *fakeh
 	for name, f := range hooks {
 		h.On(name, f)
 	}
-	w := worker.New(srv.Client(), activities.TaskQueue(host), worker.Options{})
+	w := worker.New(srv.Client(), activities.TaskQueue(host), worker.Options{
+		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
+	})
 	workflows.Register(w)
 	h.Register(w)
 	if err := w.Start(); err != nil {

@@ -1,0 +1,80 @@
+package activities
+
+import (
+	"context"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/interceptor"
+)
+
+// selfHeartbeating are the steps that heartbeat themselves, with details they resume from
+// (WaitFdset's poll progress): a heartbeat without details would overwrite those.
+var selfHeartbeating = map[string]bool{NameWaitFdset: true}
+
+// NewHeartbeatInterceptor returns a worker interceptor that keeps a heartbeat going while an
+// activity runs, for every activity scheduled with a HeartbeatTimeout (the workflows give
+// every step one) that does not heartbeat itself. The server notices no more than that the
+// worker is alive; it is what lets it retry a step whose worker died (SIGKILL, a crashed host)
+// after the heartbeat timeout rather than at the step's StartToClose. A step that hangs in a
+// live worker still ends at its StartToClose. Register it in worker.Options.Interceptors of
+// every worker that runs the activities.
+func NewHeartbeatInterceptor() interceptor.WorkerInterceptor {
+	return &heartbeatInterceptor{}
+}
+
+type heartbeatInterceptor struct {
+	interceptor.WorkerInterceptorBase
+}
+
+func (*heartbeatInterceptor) InterceptActivity(_ context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
+	i := &heartbeatInbound{}
+	i.Next = next
+	return i
+}
+
+type heartbeatInbound struct {
+	interceptor.ActivityInboundInterceptorBase
+}
+
+func (i *heartbeatInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
+	info := activity.GetInfo(ctx)
+	if info.HeartbeatTimeout > 0 && !selfHeartbeating[info.ActivityType.Name] {
+		stop := keepHeartbeating(ctx, heartbeatPeriod(info.HeartbeatTimeout))
+		defer stop()
+	}
+	return i.Next.ExecuteActivity(ctx, in)
+}
+
+// heartbeatPeriod is how often keepHeartbeating records a heartbeat for a heartbeat timeout:
+// a quarter of it, so that the SDK (which sends at most one per 80 % of the timeout) always
+// has a fresh one to send.
+func heartbeatPeriod(timeout time.Duration) time.Duration {
+	return max(timeout/4, 10*time.Millisecond)
+}
+
+// keepHeartbeating records a heartbeat at once and then every period until stop is called
+// or ctx ends; stop waits for the goroutine, so that no heartbeat follows the activity's end.
+func keepHeartbeating(ctx context.Context, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			activity.RecordHeartbeat(ctx)
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
+}

@@ -1,0 +1,71 @@
+package activities
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// TestHeartbeatInterceptor runs a step that takes five heartbeat timeouts and never
+// heartbeats itself: with the interceptor it ends well, heartbeating all along; without it
+// the server's view (the test environment's) is that its worker died. A step that heartbeats
+// itself (WaitFdset) gets no heartbeat from the interceptor, which would erase its details.
+func TestHeartbeatInterceptor(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	slow := func(ctx context.Context) error {
+		time.Sleep(5 * timeout)
+		return nil
+	}
+	wf := func(ctx workflow.Context, step string) error {
+		ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: time.Minute,
+			HeartbeatTimeout:    timeout,
+			RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+		})
+		return workflow.ExecuteActivity(ctx, step).Get(ctx, nil)
+	}
+	for _, tc := range []struct {
+		name          string
+		step          string
+		interceptors  []interceptor.WorkerInterceptor
+		wantErr       bool
+		minHeartbeats int32
+	}{
+		{name: "with the interceptor", step: NameDetachVBD, interceptors: []interceptor.WorkerInterceptor{NewHeartbeatInterceptor()}, minHeartbeats: 4},
+		{name: "without it", step: NameDetachVBD, wantErr: true},
+		{name: "a step that heartbeats itself", step: NameWaitFdset, interceptors: []interceptor.WorkerInterceptor{NewHeartbeatInterceptor()}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s testsuite.WorkflowTestSuite
+			env := s.NewTestWorkflowEnvironment()
+			env.SetWorkerOptions(worker.Options{Interceptors: tc.interceptors})
+			env.RegisterWorkflow(wf)
+			env.RegisterActivityWithOptions(slow, activity.RegisterOptions{Name: tc.step})
+			var beats atomic.Int32
+			env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
+			env.ExecuteWorkflow(wf, tc.step)
+			require.True(t, env.IsWorkflowCompleted())
+			err := env.GetWorkflowError()
+			if tc.wantErr {
+				var timeoutErr *temporal.TimeoutError
+				require.ErrorAs(t, err, &timeoutErr, "%s without heartbeats", tc.step)
+				assert.Equal(t, "Heartbeat", timeoutErr.TimeoutType().String())
+				assert.Zero(t, beats.Load(), "heartbeats of %s", tc.step)
+				return
+			}
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, beats.Load(), tc.minHeartbeats, "heartbeats over %s", 5*timeout)
+		})
+	}
+}
