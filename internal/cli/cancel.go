@@ -30,6 +30,15 @@ touched the drive, puts the old medium back before it ends as canceled.`,
 			if timeout <= 0 {
 				return usagef("--timeout must be positive, not %s", timeout)
 			}
+			if err := checkID(args[0]); err != nil {
+				return err
+			}
+			if err := workflows.ValidateText(workflows.FieldReason, reason, workflows.MaxReason, true); err != nil {
+				return flagError(err)
+			}
+			if err := workflows.ValidateText(workflows.FieldRequester, a.requester(requester), workflows.MaxRequester, false); err != nil {
+				return flagError(err)
+			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx)
 			if err != nil {
@@ -70,14 +79,14 @@ func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason
 	var already *serviceerror.CancellationAlreadyRequested
 	switch {
 	case errors.As(err, &already):
-		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) was already requested\n", id, runID)
+		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) was already requested\n", esc(id), esc(runID))
 	case err != nil:
 		return notFound(a.cfg, id, err)
 	default:
-		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested: it stops at its current step and puts the old medium back if it touched the drive\n", id, runID)
+		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested: it stops at its current step and puts the old medium back if it touched the drive\n", esc(id), esc(runID))
 	}
 	if !wait {
-		fmt.Fprintf(a.stdout(), "follow it: cdswap status %s\n", id)
+		fmt.Fprintf(a.stdout(), "follow it: cdswap status %s\n", esc(id))
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -91,12 +100,12 @@ func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason
 		return &userError{msg: fmt.Sprintf("swap %s has not ended yet; follow it with cdswap status %s", id, id), cause: runErr}
 	}
 	if res.Outcome == workflows.OutcomeCanceled {
-		fmt.Fprintf(a.stdout(), "canceled: swap %s ended %s\n", id, res.Outcome)
+		fmt.Fprintf(a.stdout(), "canceled: swap %s ended %s\n", esc(id), res.Outcome)
 		return nil
 	}
 	if runErr != nil {
 		return &userError{msg: fmt.Sprintf("swap %s ended before it could be canceled: %s", id, workflowMessage(runErr)), cause: runErr}
 	}
-	fmt.Fprintf(a.stdout(), "swap %s ended before it could be canceled: %s\n", id, res.Outcome)
+	fmt.Fprintf(a.stdout(), "swap %s ended before it could be canceled: %s\n", esc(id), esc(string(res.Outcome)))
 	return nil
 }
