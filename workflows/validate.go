@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/cdswap/cdswap/internal/termtext"
@@ -101,7 +102,20 @@ func ValidateDomain(domain string) error {
 	if domain == "" {
 		return &InputError{FieldDomain, "is empty: give the guest's name or domid"}
 	}
-	return checkText(FieldDomain, domain, MaxDomain, false)
+	if err := checkText(FieldDomain, domain, MaxDomain, false); err != nil {
+		return err
+	}
+	return checkReplacement(FieldDomain, domain)
+}
+
+// checkReplacement refuses U+FFFD in a name: it is what Temporal's JSON makes of bytes that
+// are not UTF-8, so a starter that did not check may have sent another name than it meant,
+// and a file of that name would be taken for the one asked.
+func checkReplacement(field, s string) error {
+	if strings.ContainsRune(s, utf8.RuneError) {
+		return &InputError{field, fmt.Sprintf("%s holds U+FFFD, the replacement for bytes that were not UTF-8: give the name in UTF-8", strconv.QuoteToASCII(s))}
+	}
+	return nil
 }
 
 // ValidateMedium checks a medium path ("" is an eject): absolute, at most MaxMedium bytes,
@@ -111,6 +125,9 @@ func ValidateMedium(medium string) error {
 		return nil
 	}
 	if err := checkText(FieldMedium, medium, MaxMedium, false); err != nil {
+		return err
+	}
+	if err := checkReplacement(FieldMedium, medium); err != nil {
 		return err
 	}
 	if !path.IsAbs(medium) {
