@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"strconv"
@@ -27,7 +28,8 @@ const (
 	MaxReason    = 1024
 	MaxTicket    = 128
 	// MaxKeyword is Temporal's size limit of a Keyword search attribute's value (2,048
-	// bytes): CdswapMedium keeps at most that much of the path (KeywordMedium).
+	// bytes of its JSON payload, quotes and escapes included): CdswapMedium keeps at most
+	// that much of the path (KeywordMedium).
 	MaxKeyword = 2048
 )
 
@@ -201,16 +203,26 @@ func IsUnsafeRune(r rune) bool {
 }
 
 // KeywordMedium is the part of medium that fits the CdswapMedium search attribute: the
-// whole path if it fits MaxKeyword bytes, else its beginning, cut at a character boundary
-// and ending in "…". The run's input keeps the whole path.
+// whole path if its JSON payload fits MaxKeyword bytes, else its beginning, cut at a
+// character boundary and ending in "…". The run's input keeps the whole path.
 func KeywordMedium(medium string) string {
-	if len(medium) <= MaxKeyword {
+	if jsonSize(medium) <= MaxKeyword {
 		return medium
 	}
 	const mark = "…"
-	cut := MaxKeyword - len(mark)
-	for cut > 0 && !utf8.RuneStart(medium[cut]) {
-		cut--
+	size := jsonSize(mark) // the quotes and the mark
+	for i, r := range medium {
+		size += jsonSize(string(r)) - 2
+		if size > MaxKeyword {
+			return medium[:i] + mark
+		}
 	}
-	return medium[:cut] + mark
+	return medium
+}
+
+// jsonSize is the size of s encoded as a JSON string, as Temporal's payload converter
+// encodes it.
+func jsonSize(s string) int {
+	b, _ := json.Marshal(s) // a string always encodes
+	return len(b)
 }

@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -87,16 +88,22 @@ func TestValidate(t *testing.T) {
 func TestKeywordMedium(t *testing.T) {
 	short := "/isos/a.iso"
 	assert.Equal(t, short, workflows.KeywordMedium(short))
-	exact := "/" + strings.Repeat("a", workflows.MaxKeyword-1)
+	exact := "/" + strings.Repeat("a", workflows.MaxKeyword-3) // and the quotes
 	assert.Equal(t, exact, workflows.KeywordMedium(exact))
 	// 'é' is 2 bytes: the cut must not split it.
 	long := "/" + strings.Repeat("é", workflows.MaxMedium/2-1)
 	got := workflows.KeywordMedium(long)
-	assert.LessOrEqual(t, len(got), workflows.MaxKeyword, "KeywordMedium(%d bytes) is %d bytes", len(long), len(got))
+	encoded, err := json.Marshal(got)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(encoded), workflows.MaxKeyword, "KeywordMedium(%d bytes) is %d bytes in JSON", len(long), len(encoded))
 	assert.True(t, utf8.ValidString(got), "KeywordMedium cut a character")
 	assert.True(t, strings.HasSuffix(got, "…"), "a cut path ends in …")
 	assert.True(t, strings.HasPrefix(long, strings.TrimSuffix(got, "…")))
-	assert.Greater(t, len(got), workflows.MaxKeyword-6, "keeps what fits")
+	assert.Greater(t, len(encoded), workflows.MaxKeyword-2, "keeps what fits")
+	// '<' is 6 bytes in JSON (\u003c): the cut counts the encoded size.
+	lt, err := json.Marshal(workflows.KeywordMedium("/" + strings.Repeat("<", 1000)))
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(lt), workflows.MaxKeyword)
 
 	in := testInput()
 	in.Medium = long
