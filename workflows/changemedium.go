@@ -190,7 +190,7 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	// The disconnected context survives a cancellation of ctx, so that the lock is always
 	// released, a touched drive is always restored and the outcome always recorded.
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
-	if err := s.validate(); err != nil {
+	if err := s.validate(ctx); err != nil {
 		return s.finish(dctx, end{outcome: OutcomeRefused, errType: ErrRefused, cause: err})
 	}
 	e := s.change(ctx, dctx)
@@ -203,9 +203,11 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	return s.finish(dctx, e)
 }
 
-// validate refuses what no activity needs to look at.
-func (s *swap) validate() error {
+// validate refuses what no activity needs to look at: the request's own faults, and (since
+// changeValidateLimits) whatever breaks Validate's limits.
+func (s *swap) validate(ctx workflow.Context) error {
 	in := s.in
+	limits := workflow.GetVersion(ctx, changeValidateLimits, workflow.DefaultVersion, 1)
 	switch {
 	case in.Host == "":
 		return badInput("no host given")
@@ -215,6 +217,11 @@ func (s *swap) validate() error {
 		return badInput("domid 0 is dom0, which has no emulated CD-ROM: resolve the guest's domid first")
 	case in.Medium != "" && !path.IsAbs(in.Medium):
 		return badInput(fmt.Sprintf("medium %q is not an absolute path", in.Medium))
+	}
+	if limits >= 1 {
+		if err := Validate(in); err != nil {
+			return badInput(err.Error())
+		}
 	}
 	return nil
 }

@@ -112,13 +112,13 @@ func SearchAttributeKeys() []temporal.SearchAttributeKeyKeyword {
 }
 
 // StartAttributes are the search attributes a ChangeMedium run starts with. An eject has
-// CdswapMedium "".
+// CdswapMedium "", a path longer than MaxKeyword its beginning (KeywordMedium).
 func StartAttributes(in ChangeMediumInput) temporal.SearchAttributes {
 	return temporal.NewSearchAttributes(
 		CdswapHost.ValueSet(in.Host),
 		CdswapDomain.ValueSet(in.Domain),
 		CdswapVdev.ValueSet(in.Vdev),
-		CdswapMedium.ValueSet(in.Medium),
+		CdswapMedium.ValueSet(KeywordMedium(in.Medium)),
 		CdswapOutcome.ValueSet(string(OutcomeRunning)),
 	)
 }

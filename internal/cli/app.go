@@ -119,7 +119,7 @@ func (a *App) report(cmd *cobra.Command, err error) int {
 	if !errors.As(err, &run) || errors.As(err, &usage) {
 		// Cobra's own errors (unknown command or flag, wrong arguments, a required flag
 		// missing) and ours about the command line.
-		fmt.Fprintf(a.stderr(), "cdswap: %s\n\n%s", err, cmd.UsageString())
+		fmt.Fprintf(a.stderr(), "cdswap: %s\n\n%s", clean(err.Error()), cmd.UsageString())
 		return ExitUsage
 	}
 	err = run.err
@@ -127,9 +127,11 @@ func (a *App) report(cmd *cobra.Command, err error) int {
 	if !errors.As(err, &uerr) {
 		uerr = a.explain(err)
 	}
-	fmt.Fprintf(a.stderr(), "cdswap: %s\n", uerr.msg)
+	// The message may quote what a person or a guest wrote (a path, a name, an activity's
+	// error about them): nothing in it may steer the terminal.
+	fmt.Fprintf(a.stderr(), "cdswap: %s\n", clean(uerr.msg))
 	if uerr.hint != "" {
-		fmt.Fprintf(a.stderr(), "  %s\n", uerr.hint)
+		fmt.Fprintf(a.stderr(), "  %s\n", clean(uerr.hint))
 	}
 	return ExitFailure
 }

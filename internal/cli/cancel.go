@@ -39,6 +39,15 @@ late, and prints the command that puts the old medium back (exit status 1).`,
 			if timeout <= 0 {
 				return usagef("--timeout must be positive, not %s", timeout)
 			}
+			if err := checkID(args[0]); err != nil {
+				return err
+			}
+			if err := workflows.ValidateText(workflows.FieldReason, reason, workflows.MaxReason, true); err != nil {
+				return flagError(err)
+			}
+			if err := workflows.ValidateText(workflows.FieldRequester, a.requester(requester), workflows.MaxRequester, false); err != nil {
+				return flagError(err)
+			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx)
 			if err != nil {
@@ -91,16 +100,16 @@ func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason
 	var already *serviceerror.CancellationAlreadyRequested
 	switch {
 	case errors.As(err, &already):
-		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) was already requested\n", id, runID)
+		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) was already requested\n", esc(id), esc(runID))
 	case err != nil:
 		return notFound(a.cfg, id, err)
 	case mayBeLate:
-		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested; the swap is verifying or has verified its new medium: waiting for its end\n", id, runID)
+		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested; the swap is verifying or has verified its new medium: waiting for its end\n", esc(id), esc(runID))
 	default:
-		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested: it stops at its current step and puts the old medium back if it touched the drive\n", id, runID)
+		fmt.Fprintf(a.stdout(), "cancellation of swap %s (run %s) requested: it stops at its current step and puts the old medium back if it touched the drive\n", esc(id), esc(runID))
 	}
 	if !wait && !mayBeLate {
-		fmt.Fprintf(a.stdout(), "follow it: cdswap status %s\n", id)
+		fmt.Fprintf(a.stdout(), "follow it: cdswap status %s\n", esc(id))
 		return nil
 	}
 	w := &waiter{c: c, out: a.stdout(), tty: a.TTY, width: a.termWidth(), interval: a.pollInterval()}
@@ -117,16 +126,16 @@ func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason
 		return &userError{msg: fmt.Sprintf("swap %s has not ended yet; follow it with cdswap status %s", id, id), cause: runErr}
 	}
 	if res.Outcome == workflows.OutcomeCanceled {
-		fmt.Fprintf(a.stdout(), "canceled: swap %s ended %s\n", id, res.Outcome)
+		fmt.Fprintf(a.stdout(), "canceled: swap %s ended %s\n", esc(id), res.Outcome)
 		return nil
 	}
 	if runErr != nil {
-		return &userError{msg: fmt.Sprintf("swap %s ended before it could be canceled: %s", id, workflowMessage(runErr)), cause: runErr}
+		return &userError{msg: fmt.Sprintf("swap %s ended before it could be canceled: %s", esc(id), workflowMessage(runErr)), cause: runErr}
 	}
 	if res.Outcome == workflows.OutcomeChanged || res.Outcome == workflows.OutcomeEjected {
 		return &userError{msg: a.tooLate(id, info, res)}
 	}
-	fmt.Fprintf(a.stdout(), "swap %s ended before it could be canceled: %s\n", id, res.Outcome)
+	fmt.Fprintf(a.stdout(), "swap %s ended before it could be canceled: %s\n", esc(id), esc(string(res.Outcome)))
 	return nil
 }
 
@@ -175,7 +184,7 @@ func (a *App) tooLate(id string, info *workflowpb.WorkflowExecutionInfo, res wor
 		back = fmt.Sprintf("cdswap insert %s --medium %s", drive, shellWord(termtext.Escape(res.Old)))
 	}
 	return fmt.Sprintf("too late to cancel swap %s: it had already completed%s (%s); %s; to put the old one back run: %s",
-		id, at, res.Outcome, what, back)
+		esc(id), at, esc(string(res.Outcome)), what, back)
 }
 
 // shellWord quotes s for a POSIX shell when it holds anything but letters, digits and

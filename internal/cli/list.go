@@ -13,6 +13,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/cdswap/cdswap/internal/termtext"
 	"github.com/cdswap/cdswap/workflows"
 )
 
@@ -96,6 +97,12 @@ func (a *App) newListCmd() *cobra.Command {
 			}
 			if limit <= 0 {
 				return usagef("--limit must be positive, not %d", limit)
+			}
+			if err := checkDrive(f.host, f.domain, f.vdev); err != nil {
+				return err
+			}
+			if err := workflows.ValidateText("outcome", f.outcome, 32, false); err != nil {
+				return flagError(err)
 			}
 			ctx := cmd.Context()
 			c, err := a.dial(ctx)
@@ -187,12 +194,14 @@ func (a *App) writeList(swaps []SwapSummary, f listFilter) {
 	tw := tabwriter.NewWriter(a.stdout(), 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STARTED\tHOST\tDOMAIN\tVDEV\tMEDIUM\tOUTCOME\tREQUESTER\tREASON\tTICKET\tID")
 	for _, s := range swaps {
-		medium := s.Medium
+		medium := termtext.Truncate(s.Medium, colMedium)
 		if medium == "" {
 			medium = "(eject)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Started.In(loc).Format("2006-01-02 15:04:05"),
-			s.Host, s.Domain, s.Vdev, medium, s.Outcome, orDash(s.Requester), orDash(truncate(s.Reason, 40)), orDash(s.Ticket), s.WorkflowID)
+			termtext.Truncate(s.Host, colHost), termtext.Truncate(s.Domain, colDomain), termtext.Truncate(s.Vdev, colVdev), medium,
+			termtext.Truncate(s.Outcome, colOutcome), orDash(termtext.Truncate(s.Requester, colRequester)),
+			orDash(termtext.Truncate(s.Reason, colReason)), orDash(termtext.Truncate(s.Ticket, colTicket)), esc(s.WorkflowID))
 	}
 	_ = tw.Flush()
 }

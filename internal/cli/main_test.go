@@ -103,6 +103,7 @@ func blockFirst(entered chan<- struct{}, release <-chan struct{}) fakehost.Hook 
 type result struct {
 	stdout, stderr string
 	code           int
+	took           time.Duration
 }
 
 // newApp is an App as the tests run it: alice asks, times in UTC, a short resolve timeout.
@@ -129,8 +130,9 @@ func run(t *testing.T, args ...string) result {
 	if testServer != nil {
 		addr = testServer.FrontendHostPort()
 	}
+	start := time.Now()
 	code := newApp(&stdout, &stderr).Run(ctx, append([]string{"--address", addr}, args...))
-	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code, took: time.Since(start)}
 }
 
 // client returns the dev server's client.

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,17 +24,11 @@ func WriteHistoryText(w io.Writer, h *History, loc *time.Location) error {
 		loc = time.Local
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "swap %s (run %s)\n", h.WorkflowID, h.RunID)
+	fmt.Fprintf(&b, "swap %s (run %s)\n", esc(h.WorkflowID), esc(h.RunID))
 	fmt.Fprintf(&b, "  %s\n", h.Request.describe(h.WorkflowType))
-	fmt.Fprintf(&b, "  asked by %s", orUnknown(h.Audit.Requester))
-	if h.Audit.Reason != "" {
-		fmt.Fprintf(&b, ": %q", h.Audit.Reason)
-	}
-	if h.Audit.Ticket != "" {
-		fmt.Fprintf(&b, " (ticket %s)", h.Audit.Ticket)
-	}
+	b.WriteString("  " + h.Audit.askedBy())
 	if h.Audit.StartedBy != "" {
-		fmt.Fprintf(&b, "; started by client %s", h.Audit.StartedBy)
+		fmt.Fprintf(&b, "; started by client %s", esc(h.Audit.StartedBy))
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "  started %s", h.Started.In(loc).Format("2006-01-02 15:04:05.000 MST"))
@@ -43,22 +38,22 @@ func WriteHistoryText(w io.Writer, h *History, loc *time.Location) error {
 		fmt.Fprintf(&b, ", running for %s\n", formatDuration(ms(h.DurationMS)))
 	}
 	if c := h.CancelRequested; c != nil {
-		fmt.Fprintf(&b, "  cancel requested at %s by %s", c.At.In(loc).Format("15:04:05.000"), orUnknown(c.By))
+		fmt.Fprintf(&b, "  cancel requested at %s by %s", c.At.In(loc).Format("15:04:05.000"), esc(orUnknown(c.By)))
 		if c.Reason != "" {
 			fmt.Fprintf(&b, ": %q", c.Reason)
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "  outcome: %s", h.Outcome)
+	fmt.Fprintf(&b, "  outcome: %s", esc(h.Outcome))
 	if note := outcomeNote(h.Outcome, h.Old); note != "" {
 		fmt.Fprintf(&b, " (%s)", note)
 	}
 	b.WriteString("\n")
 	if h.Error != nil {
-		fmt.Fprintf(&b, "  error: %s\n", h.Error.Message)
+		fmt.Fprintf(&b, "  error: %s\n", esc(h.Error.Message))
 	}
 	if h.Action != "" {
-		fmt.Fprintf(&b, "  to do: %s\n", h.Action)
+		fmt.Fprintf(&b, "  to do: %s\n", esc(h.Action))
 	}
 
 	b.WriteString("\n")
@@ -79,7 +74,7 @@ func WriteHistoryText(w io.Writer, h *History, loc *time.Location) error {
 		if s.Kind == StepActivity {
 			attempts = fmt.Sprint(s.Attempts)
 		}
-		row(fmt.Sprint(s.Seq), s.label(), s.Status, attempts, started, took, s.Detail)
+		row(fmt.Sprint(s.Seq), s.label(), esc(s.Status), attempts, started, took, esc(s.Detail))
 		for _, f := range s.Failures {
 			fmt.Fprintf(&b, "  %3s  attempt %d failed: %s\n", "", f.Attempt, f.text())
 		}
@@ -94,16 +89,16 @@ func outcomeNote(outcome, old string) string {
 	switch workflows.Outcome(outcome) {
 	case workflows.OutcomeChanged, workflows.OutcomeEjected:
 		if old != "" {
-			return "the drive held " + old
+			return "the drive held " + esc(old)
 		}
 	case workflows.OutcomeFailedRestored:
 		if old == "" {
 			return "the drive is empty again, as it was"
 		}
-		return "the drive holds its old medium " + old + " again"
+		return "the drive holds its old medium " + esc(old) + " again"
 	case workflows.OutcomeCanceled:
 		if old != "" {
-			return "the drive keeps its old medium " + old
+			return "the drive keeps its old medium " + esc(old)
 		}
 	case workflows.OutcomeRefused, workflows.OutcomeFailed, workflows.OutcomeUnchanged:
 		return "the drive was not changed"
@@ -113,37 +108,50 @@ func outcomeNote(outcome, old string) string {
 	return ""
 }
 
-// label is the step's name in the text table.
+// label is the step's name in the text table, escaped.
 func (s Step) label() string {
 	if s.Restore {
-		return "restore " + s.Name
+		return "restore " + esc(s.Name)
 	}
-	return s.Name
+	return esc(s.Name)
 }
 
-// text is "Type: message", or the message alone.
+// text is "Type: message", or the message alone, escaped.
 func (f Failure) text() string {
 	if f.Type == "" {
-		return f.Message
+		return esc(f.Message)
 	}
-	return f.Type + ": " + f.Message
+	return esc(f.Type) + ": " + esc(f.Message)
 }
 
-// describe says what was asked.
-func (r Request) describe(workflowType string) string {
-	dom := r.Domain
-	if r.DomID != 0 && dom != fmt.Sprint(r.DomID) {
-		dom = fmt.Sprintf("%s (domid %d)", r.Domain, r.DomID)
+// askedBy is "asked by R: "reason" (ticket T)" without a line break, escaped.
+func (a Audit) askedBy() string {
+	s := "asked by " + esc(orUnknown(a.Requester))
+	if a.Reason != "" {
+		s += ": " + strconv.Quote(a.Reason)
 	}
+	if a.Ticket != "" {
+		s += " (ticket " + esc(a.Ticket) + ")"
+	}
+	return s
+}
+
+// describe says what was asked, its fields escaped.
+func (r Request) describe(workflowType string) string {
+	dom := esc(r.Domain)
+	if r.DomID != 0 && r.Domain != fmt.Sprint(r.DomID) {
+		dom = fmt.Sprintf("%s (domid %d)", dom, r.DomID)
+	}
+	host, vdev := esc(r.Host), esc(r.Vdev)
 	switch {
 	case workflowType == workflows.ResolveDriveName:
-		return fmt.Sprintf("find drive %s of %s on host %s", r.Vdev, dom, r.Host)
+		return fmt.Sprintf("find drive %s of %s on host %s", vdev, dom, host)
 	case workflowType != workflows.ChangeMediumName:
-		return fmt.Sprintf("a %s workflow", workflowType)
+		return fmt.Sprintf("a %s workflow", esc(workflowType))
 	case r.Medium == "":
-		return fmt.Sprintf("eject drive %s of %s on host %s%s", r.Vdev, dom, r.Host, forced(r.Force))
+		return fmt.Sprintf("eject drive %s of %s on host %s%s", vdev, dom, host, forced(r.Force))
 	}
-	return fmt.Sprintf("insert %s (%s) into drive %s of %s on host %s%s", r.Medium, r.Format, r.Vdev, dom, r.Host, forced(r.Force))
+	return fmt.Sprintf("insert %s (%s) into drive %s of %s on host %s%s", esc(r.Medium), esc(r.Format), vdev, dom, host, forced(r.Force))
 }
 
 func forced(force bool) string {

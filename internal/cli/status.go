@@ -83,11 +83,11 @@ func statusOf(h *History) statusView {
 func (a *App) writeStatus(v statusView) {
 	loc := a.location()
 	var b strings.Builder
-	fmt.Fprintf(&b, "swap %s (run %s): ", v.WorkflowID, v.RunID)
+	fmt.Fprintf(&b, "swap %s (run %s): ", esc(v.WorkflowID), esc(v.RunID))
 	switch {
 	case v.Ended == nil && v.Step != nil:
 		s := v.Step
-		fmt.Fprintf(&b, "running, step %d %s (%s", s.Seq, s.label(), s.Status)
+		fmt.Fprintf(&b, "running, step %d %s (%s", s.Seq, s.label(), esc(s.Status))
 		if s.Attempts > 0 {
 			fmt.Fprintf(&b, ", attempt %d", s.Attempts)
 		}
@@ -98,27 +98,21 @@ func (a *App) writeStatus(v statusView) {
 	case v.Ended == nil:
 		fmt.Fprintf(&b, "running, between steps, for %s", formatDuration(ms(v.DurationMS)))
 	default:
-		fmt.Fprintf(&b, "%s at %s, after %s", v.Outcome, v.Ended.In(loc).Format("2006-01-02 15:04:05 MST"), formatDuration(ms(v.DurationMS)))
+		fmt.Fprintf(&b, "%s at %s, after %s", esc(v.Outcome), v.Ended.In(loc).Format("2006-01-02 15:04:05 MST"), formatDuration(ms(v.DurationMS)))
 		if note := outcomeNote(v.Outcome, v.Old); note != "" {
 			fmt.Fprintf(&b, " (%s)", note)
 		}
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "  %s\n", v.Request.describe(workflows.ChangeMediumName))
-	fmt.Fprintf(&b, "  asked by %s", orUnknown(v.Audit.Requester))
-	if v.Audit.Reason != "" {
-		fmt.Fprintf(&b, ": %q", v.Audit.Reason)
-	}
-	if v.Audit.Ticket != "" {
-		fmt.Fprintf(&b, " (ticket %s)", v.Audit.Ticket)
-	}
+	b.WriteString("  " + v.Audit.askedBy())
 	fmt.Fprintf(&b, ", started %s\n", v.Started.In(loc).Format("2006-01-02 15:04:05 MST"))
 	if v.Error != nil {
-		fmt.Fprintf(&b, "  error: %s\n", v.Error.Message)
+		fmt.Fprintf(&b, "  error: %s\n", esc(v.Error.Message))
 	}
 	if v.Action != "" {
-		fmt.Fprintf(&b, "  to do: %s\n", v.Action)
+		fmt.Fprintf(&b, "  to do: %s\n", esc(v.Action))
 	}
-	fmt.Fprintf(&b, "  steps: cdswap history %s\n", v.WorkflowID)
+	fmt.Fprintf(&b, "  steps: cdswap history %s\n", esc(v.WorkflowID))
 	fmt.Fprint(a.stdout(), b.String())
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +82,9 @@ at a time); --wait follows it step by step.`
 		if f.timeout <= 0 {
 			return usagef("--timeout must be positive, not %s", f.timeout)
 		}
+		if err := checkSwap(f, a.requester(f.requester)); err != nil {
+			return err
+		}
 		return a.swap(cmd.Context(), f)
 	})
 	return cmd
@@ -115,6 +117,9 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 	}
 	defer c.Close()
 
+	if err := a.checkPollers(ctx, c, f.host); err != nil {
+		return err
+	}
 	drive, err := a.resolve(ctx, c, activities.ResolveDriveInput{Host: f.host, Domain: f.domain, Vdev: f.vdev}, f.requester)
 	if err != nil {
 		return err
@@ -128,12 +133,13 @@ func (a *App) swap(ctx context.Context, f swapFlags) error {
 	if f.json {
 		human = a.stderr()
 	}
-	fmt.Fprintf(human, "%s: workflow %s (run %s)\n", describeRequest(in), started.WorkflowID, started.RunID)
+	fmt.Fprintf(human, "%s: workflow %s (run %s)\n", describeRequest(in), esc(started.WorkflowID), esc(started.RunID))
 	if !f.wait {
 		if f.json {
 			return writeJSON(a.stdout(), started)
 		}
-		fmt.Fprintf(human, "follow it: cdswap status %s   (or cdswap history %s; --wait waits for it)\n", started.WorkflowID, started.WorkflowID)
+		id := esc(started.WorkflowID)
+		fmt.Fprintf(human, "follow it: cdswap status %s   (or cdswap history %s; --wait waits for it)\n", id, id)
 		return nil
 	}
 	return a.followSwap(ctx, c, f, in, started, human)
@@ -250,19 +256,13 @@ func runEnded(err error) bool {
 	return err == nil || errors.As(err, &wfErr)
 }
 
-// noWorker is the error for a host whose task queue no worker polls.
-func noWorker(host string) error {
-	return &userError{msg: fmt.Sprintf("no cdswap-worker is polling host %s (task queue %s): start cdswap-worker --host %s on that dom0",
-		host, activities.TaskQueue(host), host)}
-}
-
 // alreadyRunning explains a refused start: the drive has a running swap.
 func (a *App) alreadyRunning(ctx context.Context, c client.Client, in workflows.ChangeMediumInput, id, runID string) error {
 	who, when := "someone", "an unknown time"
 	if desc, err := c.DescribeWorkflowExecution(ctx, id, runID); err == nil {
 		info := desc.GetWorkflowExecutionInfo()
 		if r := memoString(info.GetMemo().GetFields(), "requester"); r != "" {
-			who = r
+			who = esc(r)
 		}
 		if t := info.GetStartTime(); t != nil {
 			when = t.AsTime().In(a.location()).Format("2006-01-02 15:04:05 MST")
@@ -279,61 +279,54 @@ func (a *App) alreadyRunning(ctx context.Context, c client.Client, in workflows.
 func swapFailure(in workflows.ChangeMediumInput, id string, res workflows.ChangeMediumResult, err error) error {
 	hint := fmt.Sprintf("every step, attempt and error: cdswap history %s", id)
 	if res.Outcome == workflows.OutcomeCanceled {
-		what := "keeps its old medium " + res.Old
+		what := "keeps its old medium " + esc(res.Old)
 		if res.Old == "" {
 			what = "stays empty, as it was"
 		}
-		return &userError{msg: fmt.Sprintf("swap %s was canceled: drive %s of %s on host %s %s", id, in.Vdev, in.Domain, in.Host, what),
+		return &userError{msg: fmt.Sprintf("swap %s was canceled: drive %s of %s on host %s %s", esc(id), esc(in.Vdev), esc(in.Domain), esc(in.Host), what),
 			hint: hint, cause: err}
 	}
 	return &userError{msg: workflowMessage(err), hint: hint, cause: err}
 }
 
-// describeRequest says what a swap does, for a person.
+// describeRequest says what a swap does, for a person, its fields escaped.
 func describeRequest(in workflows.ChangeMediumInput) string {
-	dom := in.Domain
-	if in.DomID != 0 && dom != fmt.Sprint(in.DomID) {
-		dom = fmt.Sprintf("%s (domid %d)", in.Domain, in.DomID)
+	dom := esc(in.Domain)
+	if in.DomID != 0 && in.Domain != fmt.Sprint(in.DomID) {
+		dom = fmt.Sprintf("%s (domid %d)", dom, in.DomID)
 	}
 	if in.Medium == "" {
-		return fmt.Sprintf("eject drive %s of %s on host %s", in.Vdev, dom, in.Host)
+		return fmt.Sprintf("eject drive %s of %s on host %s", esc(in.Vdev), dom, esc(in.Host))
 	}
 	format := ""
 	if in.Format != "" && in.Format != activities.FormatRaw {
-		format = " (" + in.Format + ")"
+		format = " (" + esc(in.Format) + ")"
 	}
-	return fmt.Sprintf("insert %s%s into drive %s of %s on host %s", in.Medium, format, in.Vdev, dom, in.Host)
+	return fmt.Sprintf("insert %s%s into drive %s of %s on host %s", esc(in.Medium), format, esc(in.Vdev), dom, esc(in.Host))
 }
 
 // describeOutcome says how a successful swap ended.
 func describeOutcome(in workflows.ChangeMediumInput, res workflows.ChangeMediumResult) string {
-	drive := fmt.Sprintf("drive %s of %s on host %s", in.Vdev, in.Domain, in.Host)
+	drive := fmt.Sprintf("drive %s of %s on host %s", esc(in.Vdev), esc(in.Domain), esc(in.Host))
 	was := ""
 	if res.Old != "" {
-		was = fmt.Sprintf(" (it held %s)", res.Old)
+		was = fmt.Sprintf(" (it held %s)", esc(res.Old))
 	}
 	switch res.Outcome {
 	case workflows.OutcomeChanged:
-		return fmt.Sprintf("done: %s now holds %s%s", drive, res.New, was)
+		return fmt.Sprintf("done: %s now holds %s%s", drive, esc(res.New), was)
 	case workflows.OutcomeEjected:
 		return fmt.Sprintf("done: %s is empty%s", drive, was)
 	case workflows.OutcomeUnchanged:
 		if res.New == "" {
 			return fmt.Sprintf("done: %s was already empty: nothing to do", drive)
 		}
-		return fmt.Sprintf("done: %s already held %s: nothing to do", drive, res.New)
+		return fmt.Sprintf("done: %s already held %s: nothing to do", drive, esc(res.New))
 	}
-	return fmt.Sprintf("done: %s: %s", drive, res.Outcome)
+	return fmt.Sprintf("done: %s: %s", drive, esc(string(res.Outcome)))
 }
 
 // memoString decodes one string field of a memo ("" if absent or not a string).
 func memoString(fields map[string]*commonpb.Payload, key string) string {
 	return payloadString(fields[key])
-}
-
-// writeJSON writes v as indented JSON and a newline.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

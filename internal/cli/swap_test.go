@@ -85,7 +85,8 @@ func TestNoWorker(t *testing.T) {
 	t.Parallel()
 	r := run(t, "insert", "--host", "h-none", "--domain", "web1", "--vdev", "hdc", "--medium", newISO)
 	assert.Equal(t, ExitFailure, r.code)
-	assert.Equal(t, "cdswap: no cdswap-worker is polling host h-none (task queue cdswap-host-h-none): start cdswap-worker --host h-none on that dom0\n", r.stderr)
+	assert.Equal(t, "cdswap: no cdswap-worker is polling host h-none (task queue cdswap-host-h-none): check the host's name (cdswap list --since 30d shows the hosts of recent swaps), or start cdswap-worker --host h-none on that dom0\n", r.stderr)
+	assert.Less(t, r.took, time.Second, "the refusal of a host no worker polls")
 }
 
 func TestRefusals(t *testing.T) {

@@ -40,8 +40,10 @@ func (d *driveFlags) target(args []string) error {
 		return usagef("give a swap ID, or --host, --domain and --vdev")
 	case len(args) == 0 && (d.host == "" || d.domain == "" || d.vdev == ""):
 		return usagef("--host, --domain and --vdev go together")
+	case len(args) == 1:
+		return checkID(args[0])
 	}
-	return nil
+	return checkDrive(d.host, d.domain, d.vdev)
 }
 
 // findSwap returns the id of the latest swap of a drive: by domid the id is known; by name

@@ -129,7 +129,7 @@ func (p *stepPrinter) update(steps []workflows.StepRecord, pending *workflowpb.P
 	if pending != nil {
 		line += fmt.Sprintf("  attempt %d", pending.GetAttempt())
 		if msg := pending.GetLastFailure().GetMessage(); msg != "" {
-			line += ", last failed: " + msg
+			line += ", last failed: " + esc(msg)
 		}
 	}
 	p.clearLive()
@@ -178,21 +178,21 @@ func stepLine(n int, s workflows.StepRecord) string {
 	}
 	switch {
 	case s.Error != "" && s.ErrorType != "":
-		line += fmt.Sprintf("  %s: %s", s.ErrorType, s.Error)
+		line += fmt.Sprintf("  %s: %s", esc(s.ErrorType), esc(s.Error))
 	case s.Error != "":
-		line += "  " + s.Error
+		line += "  " + esc(s.Error)
 	case s.Detail != "":
-		line += "  " + s.Detail
+		line += "  " + esc(s.Detail)
 	}
 	return line
 }
 
-// stepLabel names a step, marking those of the restore of the old medium.
+// stepLabel names a step, marking those of the restore of the old medium, escaped.
 func stepLabel(s workflows.StepRecord) string {
 	if s.Restore {
-		return "restore " + s.Name
+		return "restore " + esc(s.Name)
 	}
-	return s.Name
+	return esc(s.Name)
 }
 
 // formatDuration prints d for a person: 12ms, 1.4s, 2m3s.
