@@ -104,11 +104,18 @@ var (
 	CdswapVdev    = temporal.NewSearchAttributeKeyKeyword("CdswapVdev")
 	CdswapMedium  = temporal.NewSearchAttributeKeyKeyword("CdswapMedium")
 	CdswapOutcome = temporal.NewSearchAttributeKeyKeyword("CdswapOutcome")
+	// CdswapRequester and CdswapTicket say who asked and under which ticket, for audits.
+	CdswapRequester = temporal.NewSearchAttributeKeyKeyword("CdswapRequester")
+	CdswapTicket    = temporal.NewSearchAttributeKeyKeyword("CdswapTicket")
+	// CdswapBatch is the id of the batch (FleetSwap) a swap belongs to, and of the batch
+	// run itself; "" for a swap a person started alone.
+	CdswapBatch = temporal.NewSearchAttributeKeyKeyword("CdswapBatch")
 )
 
 // SearchAttributeKeys lists the keys above, for registering them.
 func SearchAttributeKeys() []temporal.SearchAttributeKeyKeyword {
-	return []temporal.SearchAttributeKeyKeyword{CdswapHost, CdswapDomain, CdswapVdev, CdswapMedium, CdswapOutcome}
+	return []temporal.SearchAttributeKeyKeyword{CdswapHost, CdswapDomain, CdswapVdev, CdswapMedium, CdswapOutcome,
+		CdswapRequester, CdswapTicket, CdswapBatch}
 }
 
 // StartAttributes are the search attributes a ChangeMedium run starts with. An eject has

@@ -113,7 +113,8 @@ func TestStartOptions(t *testing.T) {
 	for _, k := range workflows.SearchAttributeKeys() {
 		names = append(names, k.GetName())
 	}
-	assert.Equal(t, []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}, names)
+	assert.Equal(t, []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome",
+		"CdswapRequester", "CdswapTicket", "CdswapBatch"}, names)
 
 	r := workflows.ResolveDriveStartOptions(activities.ResolveDriveInput{Host: "h1", Domain: "web1", Vdev: "hdc"})
 	assert.Equal(t, "cdswap-resolve-h1-web1-hdc", r.ID)

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 
 	"github.com/cdswap/cdswap/internal/versions"
+	"github.com/cdswap/cdswap/workflows"
 )
 
 // CLIVersion is the Temporal CLI whose dev server we run: the newest tag that
@@ -69,7 +70,13 @@ var TunedDynamicConfig = []string{
 
 // SearchAttributes are the keys cdswap writes on every swap, registered at start so that
 // `cdswap list` and the Web UI can filter on them.
-var SearchAttributes = []string{"CdswapHost", "CdswapDomain", "CdswapVdev", "CdswapMedium", "CdswapOutcome"}
+var SearchAttributes = func() []string {
+	var names []string
+	for _, k := range workflows.SearchAttributeKeys() {
+		names = append(names, k.GetName())
+	}
+	return names
+}()
 
 // quietLogger drops the SDK client's own logs for the server's client.
 type quietLogger struct{}
