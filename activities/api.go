@@ -125,6 +125,10 @@ const (
 	// ErrFdsetGone: the fdset to insert from is no longer in QEMU (the QMP connection that
 	// added it dropped, before QEMU 9.1). Dom0: the workflow redoes AddFD.
 	ErrFdsetGone = "FdsetGone"
+	// ErrMediumSwapped: the block hotplug script attached another file than the one AttachVBD
+	// checked (the file was replaced between the check and the script's open): the stub
+	// domain must not get it, and the old medium is put back.
+	ErrMediumSwapped = "MediumSwapped"
 	// ErrVerifyMismatch (retryable): query-block does not show the expected medium.
 	ErrVerifyMismatch = "VerifyMismatch"
 	// ErrNoWorker: no cdswap-worker polls the host's task queue (set by the ResolveDrive
@@ -140,7 +144,7 @@ func PermanentErrorTypes() []string {
 		ErrBadInput, ErrWrongHost, ErrNoSuchDomain, ErrNoSuchDrive, ErrNotCDROM,
 		ErrUnsupportedDeviceModel, ErrMediumOutsideRoots, ErrMediumNotFound,
 		ErrMediumNotRegular, ErrFormatMismatch, ErrVBDConflict, ErrHotplugFailed,
-		ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker,
+		ErrMediumSwapped, ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker,
 	}
 }
 
@@ -431,9 +435,13 @@ type DetachVBDResult struct {
 // does (backend phy in dom0, mode r, device-type cdrom, script block, state 1, in one
 // transaction), creating the empty-cdrom file (0400) if Params names it and it is missing.
 // Then it waits (about 10 s) for backend InitWait(2) or later and hotplug-status
-// "connected".
+// "connected". Params is checked as Inspect checks a medium (beneath an ISO root, or an old
+// medium libxl's records name) and held open on every attempt; once the hotplug script ran,
+// the loop device it made (physical-device) must be backed by that file's device and inode,
+// or the step fails with ErrMediumSwapped before the medium reaches QEMU's drive.
 //
-// Errors: ErrVBDConflict, ErrHotplugFailed (hotplug-status "error"), ErrMediumNotFound,
+// Errors: ErrVBDConflict, ErrHotplugFailed (hotplug-status "error"), ErrMediumSwapped,
+// ErrMediumOutsideRoots, ErrMediumNotFound, ErrMediumNotRegular, ErrFormatMismatch,
 // ErrLockBusy; a wait that times out is a plain (retryable) error.
 type AttachVBDInput struct {
 	// Drive is the drive.
@@ -450,6 +458,18 @@ type AttachVBDResult struct {
 	Meta
 	// WasPresent is true if the vbd was already there with these params.
 	WasPresent bool
+	// Device names what the backend attached ("loop device /dev/loop3"), as checked.
+	Device string
+	// Medium is the identity of the file the backend attached, equal to the checked one's.
+	Medium FileIdentity
+}
+
+// FileIdentity is a file's identity, as stat(2) gives it: device and inode numbers.
+type FileIdentity struct {
+	// Dev is st_dev (the kernel's encoding, as LOOP_GET_STATUS64's lo_device).
+	Dev uint64
+	// Ino is st_ino.
+	Ino uint64
 }
 
 // WaitFdsetInput asks to wait for the stubdom to add-fd the drive's new PV disk.
