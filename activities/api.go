@@ -98,14 +98,16 @@ const (
 	// ErrUnsupportedDeviceModel: qemu-xen-traditional, a Mini-OS stubdom, an unknown
 	// dm-version, or a QEMU without the commands a change needs.
 	ErrUnsupportedDeviceModel = "UnsupportedDeviceModel"
-	// ErrMediumOutsideRoots: the medium path (after resolving symlinks) is not under one of
-	// the worker's ISO roots.
+	// ErrMediumOutsideRoots: the medium path is not under one of the worker's ISO roots, or
+	// leads out of it (a symlink out, or an absolute one). The message names the path as
+	// asked, never where it leads.
 	ErrMediumOutsideRoots = "MediumOutsideRoots"
 	// ErrMediumNotFound: the medium file does not exist (or vanished before it was opened).
 	ErrMediumNotFound = "MediumNotFound"
 	// ErrMediumNotRegular: the medium is a directory, device or other non-regular file.
 	ErrMediumNotRegular = "MediumNotRegular"
-	// ErrFormatMismatch: the format is not one QEMU knows, or not raw for a stubdom guest.
+	// ErrFormatMismatch: the format is not one QEMU knows, not the file's, not raw for a
+	// stubdom guest, or raw but no CD image where only CD images are served.
 	ErrFormatMismatch = "FormatMismatch"
 	// ErrTrayLocked (retryable): the guest has locked the tray and Eject was not forced.
 	// QEMU has asked the guest to open it; the next attempt usually succeeds.
@@ -248,9 +250,10 @@ type ResolveDriveResult struct {
 // /libxl/<disk domid>/device/vbd/<devid> (refusing a missing drive or a non-cdrom one), then
 // over QMP the QEMU version, query-block for ide-<devid> (tray, lock, inserted file) and, for
 // a stubdom, query-fdsets (the stub-devid sets present now). It validates the new medium:
-// an absolute path that, with symlinks resolved, lies under one of the worker's ISO roots,
-// is a regular file and is readable; and the format: a format QEMU knows for dom0, raw only
-// for a stubdom.
+// an absolute path under one of the worker's ISO roots, opened beneath the root (symlinks
+// followed only while they stay inside it), a regular file, readable; and the format: a
+// format QEMU knows for dom0, raw only for a stubdom, and a raw image must be a CD image
+// (ISO 9660 or UDF) unless its root allows other raw images.
 //
 // Errors: ErrBadInput, ErrWrongHost, ErrNoSuchDomain, ErrNoSuchDrive, ErrNotCDROM,
 // ErrUnsupportedDeviceModel, ErrMediumOutsideRoots, ErrMediumNotFound, ErrMediumNotRegular,
