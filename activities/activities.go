@@ -51,8 +51,18 @@ type Config struct {
 	// lock files (default /var/lib/xen).
 	LibxlDir string
 	// ISORoots are the folders media may come from. Required: New refuses an empty list. Each
-	// must exist and be a folder; a root may be a symlink (it is resolved once, by New).
+	// must exist and be a folder; a root may be a symlink (it is resolved once, by New, which
+	// also opens it: media are opened beneath the folder it named then). A root that is, lies
+	// in or holds a system folder (/, /etc, /proc, /var/lib/xen ...) or LibxlDir or QMPDir is
+	// refused unless AllowBroadRoots.
 	ISORoots []string
+	// RawImageRoots are ISO roots (each one of ISORoots) whose raw media may be any raw image.
+	// By default (none) a raw medium must look like a CD image (an ISO 9660 or UDF volume
+	// descriptor), so that a hard link or a mistyped path cannot hand a guest any file.
+	RawImageRoots []string
+	// AllowBroadRoots accepts ISO roots that are, lie in or hold system folders (default
+	// false: refused).
+	AllowBroadRoots bool
 	// Logger receives what happens outside an activity (connections, idle QMP clean-up);
 	// activities log through activity.GetLogger. Default: discard.
 	Logger *slog.Logger
@@ -79,9 +89,10 @@ type Config struct {
 // Every exported method is an activity (a worker registers them all), which is why closing
 // is the package function Close rather than a method. It is safe for concurrent use.
 type Activities struct {
-	cfg   Config
-	roots []root
-	log   *slog.Logger
+	cfg       Config
+	roots     []root
+	rootsOnce sync.Once // closes the roots' folders, once
+	log       *slog.Logger
 
 	xsMu   sync.Mutex // guards xsc and closed
 	xsc    *xs.Client // the worker's one xenstore connection; nil after it broke, until redialled
@@ -100,10 +111,6 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 	if len(cfg.ISORoots) == 0 {
 		return nil, errors.New("no ISO roots: give at least one folder media may be served from (--iso-root /srv/isos)")
 	}
-	roots, err := resolveRoots(cfg.ISORoots)
-	if err != nil {
-		return nil, err
-	}
 	if cfg.XenstorePath == "" {
 		cfg.XenstorePath = xs.DefaultPath()
 	}
@@ -112,6 +119,20 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 	}
 	if cfg.LibxlDir == "" {
 		cfg.LibxlDir = xen.DefaultLibDir
+	}
+	roots, err := resolveRoots(cfg.ISORoots)
+	if err != nil {
+		return nil, err
+	}
+	if err := allowRawImages(roots, cfg.RawImageRoots); err != nil {
+		closeRoots(roots)
+		return nil, err
+	}
+	if !cfg.AllowBroadRoots {
+		if err := checkBroadRoots(roots, cfg.LibxlDir, cfg.QMPDir); err != nil {
+			closeRoots(roots)
+			return nil, err
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -133,15 +154,18 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 	defer cancel()
 	c, err := xs.Dial(dctx, cfg.XenstorePath)
 	if err != nil {
+		closeRoots(roots)
 		return nil, fmt.Errorf("xenstore at %s: %w", cfg.XenstorePath, err)
 	}
 	if _, err := c.Directory(dctx, "/local/domain"); err != nil {
 		c.Close()
+		closeRoots(roots)
 		return nil, fmt.Errorf("xenstore at %s does not answer (is xenstored running? --xenstore names its socket): %w", cfg.XenstorePath, err)
 	}
 	for _, d := range []struct{ flag, dir string }{{"--qmp-dir", cfg.QMPDir}, {"--libxl-dir", cfg.LibxlDir}} {
 		if fi, err := os.Stat(d.dir); err != nil || !fi.IsDir() {
 			c.Close()
+			closeRoots(roots)
 			return nil, fmt.Errorf("libxl folder %s is not a folder (%v): is this a Xen dom0? point %s at libxl's folder", d.dir, errOrNotDir(err), d.flag)
 		}
 	}
@@ -175,6 +199,7 @@ func Close(a *Activities) error {
 		a.xsc = nil
 	}
 	a.xsMu.Unlock()
+	a.rootsOnce.Do(func() { closeRoots(a.roots) })
 	return errors.Join(errs...)
 }
 

@@ -98,14 +98,16 @@ const (
 	// ErrUnsupportedDeviceModel: qemu-xen-traditional, a Mini-OS stubdom, an unknown
 	// dm-version, or a QEMU without the commands a change needs.
 	ErrUnsupportedDeviceModel = "UnsupportedDeviceModel"
-	// ErrMediumOutsideRoots: the medium path (after resolving symlinks) is not under one of
-	// the worker's ISO roots.
+	// ErrMediumOutsideRoots: the medium path is not under one of the worker's ISO roots, or
+	// leads out of it (a symlink out, or an absolute one). The message names the path as
+	// asked, never where it leads.
 	ErrMediumOutsideRoots = "MediumOutsideRoots"
 	// ErrMediumNotFound: the medium file does not exist (or vanished before it was opened).
 	ErrMediumNotFound = "MediumNotFound"
 	// ErrMediumNotRegular: the medium is a directory, device or other non-regular file.
 	ErrMediumNotRegular = "MediumNotRegular"
-	// ErrFormatMismatch: the format is not one QEMU knows, or not raw for a stubdom guest.
+	// ErrFormatMismatch: the format is not one QEMU knows, not the file's, not raw for a
+	// stubdom guest, or raw but no CD image where only CD images are served.
 	ErrFormatMismatch = "FormatMismatch"
 	// ErrTrayLocked (retryable): the guest has locked the tray and Eject was not forced.
 	// QEMU has asked the guest to open it; the next attempt usually succeeds.
@@ -125,6 +127,10 @@ const (
 	// ErrFdsetGone: the fdset to insert from is no longer in QEMU (the QMP connection that
 	// added it dropped, before QEMU 9.1). Dom0: the workflow redoes AddFD.
 	ErrFdsetGone = "FdsetGone"
+	// ErrMediumSwapped: the block hotplug script attached another file than the one AttachVBD
+	// checked (the file was replaced between the check and the script's open): the stub
+	// domain must not get it, and the old medium is put back.
+	ErrMediumSwapped = "MediumSwapped"
 	// ErrVerifyMismatch (retryable): query-block does not show the expected medium.
 	ErrVerifyMismatch = "VerifyMismatch"
 	// ErrDeviceModelGone: the guest's QEMU is gone: its QMP socket refuses connections (or
@@ -149,7 +155,7 @@ func PermanentErrorTypes() []string {
 		ErrBadInput, ErrWrongHost, ErrNoSuchDomain, ErrNoSuchDrive, ErrNotCDROM,
 		ErrUnsupportedDeviceModel, ErrMediumOutsideRoots, ErrMediumNotFound,
 		ErrMediumNotRegular, ErrFormatMismatch, ErrVBDConflict, ErrHotplugFailed,
-		ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker, ErrDeviceModelGone,
+		ErrMediumSwapped, ErrFdsetTimeout, ErrFdsetGone, ErrNoWorker, ErrDeviceModelGone,
 	}
 }
 
@@ -253,9 +259,10 @@ type ResolveDriveResult struct {
 // /libxl/<disk domid>/device/vbd/<devid> (refusing a missing drive or a non-cdrom one), then
 // over QMP the QEMU version, query-block for ide-<devid> (tray, lock, inserted file) and, for
 // a stubdom, query-fdsets (the stub-devid sets present now). It validates the new medium:
-// an absolute path that, with symlinks resolved, lies under one of the worker's ISO roots,
-// is a regular file and is readable; and the format: a format QEMU knows for dom0, raw only
-// for a stubdom.
+// an absolute path under one of the worker's ISO roots, opened beneath the root (symlinks
+// followed only while they stay inside it), a regular file, readable; and the format: a
+// format QEMU knows for dom0, raw only for a stubdom, and a raw image must be a CD image
+// (ISO 9660 or UDF) unless its root allows other raw images.
 //
 // Errors: ErrBadInput, ErrWrongHost, ErrNoSuchDomain, ErrNoSuchDrive, ErrNotCDROM,
 // ErrUnsupportedDeviceModel, ErrMediumOutsideRoots, ErrMediumNotFound, ErrMediumNotRegular,
@@ -440,9 +447,13 @@ type DetachVBDResult struct {
 // does (backend phy in dom0, mode r, device-type cdrom, script block, state 1, in one
 // transaction), creating the empty-cdrom file (0400) if Params names it and it is missing.
 // Then it waits (about 10 s) for backend InitWait(2) or later and hotplug-status
-// "connected".
+// "connected". Params is checked as Inspect checks a medium (beneath an ISO root, or an old
+// medium libxl's records name) and held open on every attempt; once the hotplug script ran,
+// the loop device it made (physical-device) must be backed by that file's device and inode,
+// or the step fails with ErrMediumSwapped before the medium reaches QEMU's drive.
 //
-// Errors: ErrVBDConflict, ErrHotplugFailed (hotplug-status "error"), ErrMediumNotFound,
+// Errors: ErrVBDConflict, ErrHotplugFailed (hotplug-status "error"), ErrMediumSwapped,
+// ErrMediumOutsideRoots, ErrMediumNotFound, ErrMediumNotRegular, ErrFormatMismatch,
 // ErrLockBusy; a wait that times out is a plain (retryable) error.
 type AttachVBDInput struct {
 	// Drive is the drive.
@@ -459,6 +470,18 @@ type AttachVBDResult struct {
 	Meta
 	// WasPresent is true if the vbd was already there with these params.
 	WasPresent bool
+	// Device names what the backend attached ("loop device /dev/loop3"), as checked.
+	Device string
+	// Medium is the identity of the file the backend attached, equal to the checked one's.
+	Medium FileIdentity
+}
+
+// FileIdentity is a file's identity, as stat(2) gives it: device and inode numbers.
+type FileIdentity struct {
+	// Dev is st_dev (the kernel's encoding, as LOOP_GET_STATUS64's lo_device).
+	Dev uint64
+	// Ino is st_ino.
+	Ino uint64
 }
 
 // WaitFdsetInput asks to wait for the stubdom to add-fd the drive's new PV disk.

@@ -295,7 +295,7 @@ func TestVBDFaults(t *testing.T) {
 		assert.Equal(t, s.iso(xensim.ISODebian), r.Params)
 	})
 	t.Run("params refused", func(t *testing.T) {
-		require.NoError(t, os.Symlink(tools, s.iso("alias.iso")))
+		require.NoError(t, os.Symlink(xensim.ISOTools, s.iso("alias.iso"))) // relative: it stays inside
 		for _, tt := range []struct {
 			name, params, errType string
 		}{

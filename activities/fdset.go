@@ -373,11 +373,8 @@ func (a *Activities) AddFD(ctx context.Context, in AddFDInput) (AddFDResult, err
 			log.Info("Reusing the fdset already holding the medium", "fdset", res.FdsetID, "opaque", opaque)
 			return nil
 		}
-		m, err := a.openMedium(ctx, medium, f, false)
-		if err != nil && isType(err, ErrMediumOutsideRoots) && a.trustedOld(ctx, d, info, medium) {
-			log.Info("Medium is outside the ISO roots but libxl's records say the guest had it: putting it back", "medium", medium)
-			m, err = a.openMedium(ctx, medium, f, true)
-		}
+		// The descriptor checked is the one QEMU gets: nothing is opened again by name.
+		m, _, err := a.openOldOrNew(ctx, d, info, medium, f)
 		if err != nil {
 			return err
 		}

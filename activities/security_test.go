@@ -43,6 +43,16 @@ func newRootsFixture(t *testing.T) *rootsFixture {
 	require.NoError(t, os.Symlink(filepath.Join(f.outside, "fifo"), filepath.Join(f.real, "link-out-fifo")))
 	require.NoError(t, os.Symlink("/nonexistent/x.iso", filepath.Join(f.real, "link-missing")))
 	require.NoError(t, os.Symlink("link-loop", filepath.Join(f.real, "link-loop")))
+	// Hard links inside the root: to a file that is no CD image, and to a real ISO outside.
+	require.NoError(t, os.WriteFile(filepath.Join(f.outside, "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644))
+	require.NoError(t, os.Link(filepath.Join(f.outside, "passwd"), filepath.Join(f.real, "passwd.iso")))
+	require.NoError(t, os.Link(filepath.Join(f.outside, "secret.iso"), filepath.Join(f.real, "linked.iso")))
+	require.NoError(t, os.WriteFile(filepath.Join(f.real, "zeros.img"), make([]byte, 64<<10), 0o644))
+	// A folder of the root reached through a symlink that stays inside, and one that leads out.
+	require.NoError(t, os.Symlink("sub", filepath.Join(f.real, "sub-link")))
+	require.NoError(t, isofs.Write(filepath.Join(f.real, "sub", "deep.iso"), "DEEP", map[string][]byte{"D.TXT": []byte("d\n")}))
+	require.NoError(t, os.Symlink("../outside", filepath.Join(f.real, "dir-out")))
+	require.NoError(t, os.Symlink(filepath.Join(f.real, "good.iso"), filepath.Join(f.real, "link-abs")))
 	roots, err := resolveRoots([]string{f.root})
 	require.NoError(t, err)
 	f.a = &Activities{roots: roots}
@@ -60,6 +70,7 @@ func TestOpenMedium(t *testing.T) {
 		want    string // the resolved path on success
 		errType string
 		msgs    []string
+		hidden  []string // what the message must not say
 	}{
 		{name: "through the root symlink", path: filepath.Join(f.root, "good.iso"), format: "raw", want: good},
 		{name: "resolved root", path: good, format: "raw", want: good},
@@ -73,9 +84,22 @@ func TestOpenMedium(t *testing.T) {
 			msgs: []string{"outside/secret.iso is outside the ISO roots [" + f.root + "]", "--iso-root"}},
 		{name: "deep dot-dot escape", path: f.root + "/sub/../../outside/secret.iso", format: "raw", errType: ErrMediumOutsideRoots},
 		{name: "symlink out of the root", path: filepath.Join(f.root, "link-out"), format: "raw", errType: ErrMediumOutsideRoots,
-			msgs: []string{"resolves to " + filepath.Join(f.outside, "secret.iso")}},
+			msgs: []string{"medium " + filepath.Join(f.root, "link-out") + " is outside the ISO roots"}, hidden: []string{"secret", f.outside}},
+		{name: "folder symlink out of the root", path: filepath.Join(f.root, "dir-out", "secret.iso"), format: "raw", errType: ErrMediumOutsideRoots,
+			hidden: []string{f.outside}},
+		{name: "proc fd link", path: "/proc/self/fd/1", format: "raw", errType: ErrMediumOutsideRoots,
+			msgs: []string{"medium /proc/self/fd/1 is outside"}, hidden: []string{"resolves", "pipe:", "/dev/"}},
+		{name: "proc exe link", path: "/proc/1/exe", format: "raw", errType: ErrMediumOutsideRoots, hidden: []string{"resolves", "/sbin", "/bin"}},
+		{name: "folder symlink inside the root", path: filepath.Join(f.root, "sub-link", "deep.iso"), format: "raw", want: filepath.Join(f.real, "sub", "deep.iso")},
+		{name: "absolute symlink, even to inside", path: filepath.Join(f.root, "link-abs"), format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "hard link to a file that is no CD image", path: filepath.Join(f.root, "passwd.iso"), format: "raw", errType: ErrFormatMismatch,
+			msgs: []string{"is not a CD image", "neither an ISO 9660 nor a UDF volume descriptor", "--allow-raw-images"}},
+		{name: "raw data that is no CD image", path: filepath.Join(f.root, "zeros.img"), format: "raw", errType: ErrFormatMismatch,
+			msgs: []string{"zeros.img is not a CD image"}},
+		{name: "hard link to a real ISO", path: filepath.Join(f.root, "linked.iso"), format: "raw", want: filepath.Join(f.real, "linked.iso")},
+		{name: "trusted raw data that is no CD image", path: filepath.Join(f.root, "zeros.img"), format: "raw", trusted: true, want: filepath.Join(f.real, "zeros.img")},
 		{name: "symlink to a FIFO outside", path: filepath.Join(f.root, "link-out-fifo"), format: "raw", errType: ErrMediumOutsideRoots},
-		{name: "missing target outside", path: filepath.Join(f.root, "link-missing"), format: "raw", errType: ErrMediumNotFound},
+		{name: "missing target outside", path: filepath.Join(f.root, "link-missing"), format: "raw", errType: ErrMediumOutsideRoots},
 		{name: "missing file outside", path: "/nonexistent/x.iso", format: "raw", errType: ErrMediumOutsideRoots},
 		{name: "etc shadow", path: "/etc/shadow", format: "raw", errType: ErrMediumOutsideRoots,
 			msgs: []string{"medium /etc/shadow is outside the ISO roots [" + f.root + "]: copy it under a root, or start cdswap-worker with --iso-root"}},
@@ -109,7 +133,10 @@ func TestOpenMedium(t *testing.T) {
 				t.Fatalf("openMedium(%s) blocked", tt.path)
 			}
 			if tt.errType != "" {
-				requireType(t, err, tt.errType, false, tt.msgs...)
+				msg := requireType(t, err, tt.errType, false, tt.msgs...)
+				for _, h := range tt.hidden {
+					assert.NotContains(t, msg, h)
+				}
 				assert.Nil(t, m)
 				return
 			}
@@ -206,6 +233,11 @@ func TestNewErrors(t *testing.T) {
 		{"no roots", Config{Host: "h"}, "no ISO roots"},
 		{"missing root", Config{Host: "h", ISORoots: []string{base + "/nope"}}, "ISO root " + base + "/nope"},
 		{"no xenstored", Config{Host: "h", ISORoots: []string{base}, XenstorePath: base + "/xs.sock"}, "is xenstored running?"},
+		{"root /", Config{Host: "h", ISORoots: []string{"/"}}, "ISO root / is too broad"},
+		{"root in /proc", Config{Host: "h", ISORoots: []string{"/proc/self"}}, "is too broad: it is, lies in or holds /proc"},
+		{"root holds the run folder", Config{Host: "h", ISORoots: []string{base}, QMPDir: base + "/run"}, "holds " + base + "/run"},
+		{"broad root forced", Config{Host: "h", ISORoots: []string{"/"}, AllowBroadRoots: true, XenstorePath: base + "/xs.sock"}, "is xenstored running?"},
+		{"raw images of no root", Config{Host: "h", ISORoots: []string{base}, RawImageRoots: []string{"/srv"}}, "--allow-raw-images /srv is not one of the ISO roots"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,4 +247,26 @@ func TestNewErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
+}
+
+// TestAllowRawImages: a root named in RawImageRoots serves any raw image; another root still
+// wants CD images.
+func TestAllowRawImages(t *testing.T) {
+	base := testenv.SocketDir(t)
+	strict, lax := filepath.Join(base, "strict"), filepath.Join(base, "lax")
+	for _, d := range []string{strict, lax} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(d, "disk.img"), make([]byte, 64<<10), 0o644))
+	}
+	roots, err := resolveRoots([]string{strict, lax})
+	require.NoError(t, err)
+	t.Cleanup(func() { closeRoots(roots) })
+	require.NoError(t, allowRawImages(roots, []string{lax}))
+	a := &Activities{roots: roots}
+	ctx := context.Background()
+	_, err = a.openMedium(ctx, filepath.Join(strict, "disk.img"), "raw", false)
+	requireType(t, err, ErrFormatMismatch, false, "is not a CD image")
+	m, err := a.openMedium(ctx, filepath.Join(lax, "disk.img"), "raw", false)
+	require.NoError(t, err, "openMedium(raw image in a root that allows them)")
+	m.File.Close()
 }

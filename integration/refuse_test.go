@@ -58,6 +58,10 @@ func TestRefused(t *testing.T) {
 	folder := filepath.Join(h.ISODir(), "folder.iso")
 	require.NoError(t, os.Mkdir(folder, 0o755))
 	addDisk(t, h, dom0)
+	// A hard link inside the root to a file that is no CD image.
+	passwd := filepath.Join(testenv.SocketDir(t), "passwd")
+	require.NoError(t, os.WriteFile(passwd, []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644))
+	require.NoError(t, os.Link(passwd, iso(h, "passwd.iso")))
 
 	startWorker(t, h, workerOpts{})
 	cases := []struct {
@@ -75,6 +79,8 @@ func TestRefused(t *testing.T) {
 		{"medium is a folder", dom0, "", folder, "", activities.ErrMediumNotRegular, folder},
 		{"qcow2 file said to be raw", dom0, "", iso(h, xensim.QCOW2Image), "raw", activities.ErrFormatMismatch, "qcow2"},
 		{"qcow2 for a stubdom guest", stub, "", iso(h, xensim.QCOW2Image), "qcow2", activities.ErrFormatMismatch, "raw"},
+		{"hard link to no CD image, dom0", dom0, "", iso(h, "passwd.iso"), "", activities.ErrFormatMismatch, "passwd.iso is not a CD image"},
+		{"hard link to no CD image, stubdom", stub, "", iso(h, "passwd.iso"), "", activities.ErrFormatMismatch, "passwd.iso is not a CD image"},
 		{"vdev is a disk", dom0, "hda", iso(h, xensim.ISOTools), "", activities.ErrNotCDROM, "hda"},
 		{"no such vdev", dom0, "hdd", iso(h, xensim.ISOTools), "", activities.ErrNoSuchDrive, "hdd"},
 	}

@@ -83,6 +83,8 @@ type options struct {
 	qmpDir    string
 	libxlDir  string
 	isoRoots  []string
+	rawRoots  []string
+	broadRoot bool
 	logLevel  string
 	logFormat string
 }
@@ -117,6 +119,10 @@ point it at a simulated host.`,
 	f.StringVar(&o.qmpDir, "qmp-dir", xen.DefaultRunDir, "libxl's run folder: the qmp-libxl-<domid> sockets and empty-cdrom files")
 	f.StringVar(&o.libxlDir, "libxl-dir", xen.DefaultLibDir, "libxl's userdata folder: the domains' JSON configs and lock files")
 	f.StringArrayVar(&o.isoRoots, "iso-root", nil, "a folder media may be served from (repeatable; at least one)")
+	f.StringArrayVar(&o.rawRoots, "allow-raw-images", nil,
+		"an --iso-root whose raw media may be any raw image, not only CD images (ISO 9660, UDF) (repeatable; default none)")
+	f.BoolVar(&o.broadRoot, "allow-broad-root", false,
+		"accept an --iso-root that is, lies in or holds a system folder (/, /etc, /proc, /var/lib/xen ...), which is refused by default")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	cmd.SetArgs(args)
@@ -194,12 +200,14 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	acts, err := activities.New(sctx, activities.Config{
-		Host:         o.host,
-		XenstorePath: o.xenstore,
-		QMPDir:       o.qmpDir,
-		LibxlDir:     o.libxlDir,
-		ISORoots:     o.isoRoots,
-		Logger:       log,
+		Host:            o.host,
+		XenstorePath:    o.xenstore,
+		QMPDir:          o.qmpDir,
+		LibxlDir:        o.libxlDir,
+		ISORoots:        o.isoRoots,
+		RawImageRoots:   o.rawRoots,
+		AllowBroadRoots: o.broadRoot,
+		Logger:          log,
 	})
 	if err != nil {
 		return err

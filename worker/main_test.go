@@ -101,6 +101,18 @@ func TestBadFlags(t *testing.T) {
 			[]string{"xenstore at " + filepath.Join(dir, "xs.sock"), "is xenstored running?"}},
 		{"xenstore is not a socket", []string{"--host", "h", "--iso-root", dir, "--xenstore", file}, 1,
 			[]string{"xenstore at " + file}},
+		{"root is /", []string{"--host", "h", "--iso-root", "/", "--xenstore", file}, 1,
+			[]string{"ISO root / is too broad", "--allow-broad-root"}},
+		{"root is /etc", []string{"--host", "h", "--iso-root", "/etc", "--xenstore", file}, 1,
+			[]string{"ISO root /etc is too broad: it is, lies in or holds /etc"}},
+		{"root holds /var/lib/xen", []string{"--host", "h", "--iso-root", "/var", "--xenstore", file}, 1,
+			[]string{"ISO root /var is too broad"}},
+		{"root holds the libxl folder", []string{"--host", "h", "--iso-root", dir, "--libxl-dir", filepath.Join(dir, "lib"), "--xenstore", file}, 1,
+			[]string{"ISO root " + dir + " is too broad", filepath.Join(dir, "lib")}},
+		{"broad root forced", []string{"--host", "h", "--iso-root", "/", "--allow-broad-root", "--xenstore", file}, 1,
+			[]string{"xenstore at " + file}},
+		{"raw images of no root", []string{"--host", "h", "--iso-root", dir, "--allow-raw-images", "/srv", "--xenstore", file}, 1,
+			[]string{"--allow-raw-images /srv is not one of the ISO roots [" + dir + "]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +130,7 @@ func TestHelp(t *testing.T) {
 	code, out := runWorker(t, "--help")
 	assert.Equal(t, 0, code)
 	for _, f := range []string{"--host", "--address", "-n, --namespace", "--tls ", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name",
-		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--log-level", "--log-format"} {
+		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--allow-raw-images", "--allow-broad-root", "--log-level", "--log-format"} {
 		assert.Contains(t, out, f)
 	}
 	assert.Contains(t, out, "/var/run/xen")

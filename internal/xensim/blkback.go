@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,8 +308,9 @@ func (b *blkback) releaseAll() error {
 	return errors.Join(errs...)
 }
 
-// hotplug is the block script's "add" plus blkback's probe: the file must exist; a stub
-// domain of a real QEMU gets a read-only loop device over it; then physical-device,
+// hotplug is the block script's "add" plus blkback's probe: params is resolved (readlink -f)
+// and must exist; a stub domain of a real QEMU gets a read-only loop device over it
+// (losetup by name); then physical-device,
 // hotplug-status and InitWait, and a stub domain's blkfront connects.
 func (b *blkback) hotplug(ctx context.Context, d *vbdDev) {
 	params, ok := b.read(d.path + "/params")
@@ -333,23 +335,31 @@ func (b *blkback) hotplug(ctx context.Context, d *vbdDev) {
 		fail("params is empty: no file or device to attach")
 		return
 	}
-	fi, err := os.Stat(params)
+	// As Xen's block script: `file=$(readlink -f "$p")`, then losetup opens that name. Both
+	// follow whatever the path leads to when they run, long after the toolstack checked it:
+	// a toolstack must compare what the loop device holds with what it checked.
+	file, err := filepath.EvalSymlinks(params)
 	if err != nil {
 		fail(params + " does not exist.") // block-common.sh's message
+		return
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		fail(params + " does not exist.")
 		return
 	}
 	dev := ""
 	switch {
 	case fi.Mode()&os.ModeDevice != 0:
-		dev = params
+		dev = file
 	case stub && g.useLoop:
-		dev, err = loopdev.AttachReadOnly(ctx, params)
+		dev, err = loopdev.AttachReadOnly(ctx, file)
 		if err != nil {
 			fail(fmt.Sprintf("cannot make a loop device for %s: %v", params, err))
 			return
 		}
 		d.loop = dev
-		log.Debug("loop device attached", "device", dev, "file", params)
+		log.Debug("loop device attached", "device", dev, "file", file)
 	}
 	if dev != "" {
 		var st unix.Stat_t
@@ -359,14 +369,14 @@ func (b *blkback) hotplug(ctx context.Context, d *vbdDev) {
 		b.write(d.path+"/physical-device-path", dev)
 	} else {
 		// No block device: the stub domain of a fake QEMU reads the file itself.
-		b.write(d.path+"/physical-device-path", params)
+		b.write(d.path+"/physical-device-path", file)
 	}
 	b.write(d.path+"/hotplug-status", "connected")
 	b.write(d.path+"/state", strconv.Itoa(int(xen.StateInitWait)))
 	if !stub {
 		return // an HVM guest uses the emulated drive: its blkfront never connects
 	}
-	d.dev = firstNonEmpty(dev, params)
+	d.dev = firstNonEmpty(dev, file)
 	d.cold = !b.h.booted.Load()
 	d.connectAt = time.Now().Add(connectAfter)
 }
