@@ -166,7 +166,7 @@ func New(ctx context.Context, cfg Config) (*Activities, error) {
 		if fi, err := os.Stat(d.dir); err != nil || !fi.IsDir() {
 			c.Close()
 			closeRoots(roots)
-			return nil, fmt.Errorf("libxl folder %s is not a folder (%v): is this a Xen dom0? point %s at libxl's folder", d.dir, errOrNotDir(err), d.flag)
+			return nil, fmt.Errorf("libxl folder %s is not a folder (%w): is this a Xen dom0? point %s at libxl's folder", d.dir, errOrNotDir(err), d.flag)
 		}
 	}
 	a.xsc = c

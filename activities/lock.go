@@ -202,11 +202,11 @@ func (a *Activities) acquire(ctx context.Context, key string, domid uint32) (h *
 	// libxl checks the domain still exists once it holds the lock: it may have been
 	// destroyed while we waited.
 	if _, err := a.domainInfo(ctx, domid); err != nil {
-		l.Unlock()
+		_ = l.Unlock() // the domain's error is the one to report; the fd closes either way
 		return nil, false, err
 	}
 	if !a.locks.put(key, h) {
-		l.Unlock()
+		_ = l.Unlock() // another attempt holds the lock for this key: ours was never needed
 		return a.locks.get(key), true, nil
 	}
 	return h, false, nil

@@ -119,7 +119,7 @@ func (a *Activities) recordConfig(ctx context.Context, d Drive, info xen.DomainI
 		}
 		return false, err
 	}
-	defer l.Unlock()
+	defer func() { _ = l.Unlock() }() // the fd closes either way; the record's outcome is what counts
 
 	raw, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {

@@ -192,18 +192,18 @@ func TestResolveRoots(t *testing.T) {
 	base := testenv.SocketDir(t)
 	file := filepath.Join(base, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
-	real := filepath.Join(base, "real")
-	require.NoError(t, os.Mkdir(real, 0o755))
+	realDir := filepath.Join(base, "real")
+	require.NoError(t, os.Mkdir(realDir, 0o755))
 	link := filepath.Join(base, "link")
-	require.NoError(t, os.Symlink(real, link))
+	require.NoError(t, os.Symlink(realDir, link))
 	tests := []struct {
 		name string
 		dirs []string
 		want string // resolved root, or the error text
 		ok   bool
 	}{
-		{"a folder", []string{real}, real, true},
-		{"a symlink to a folder", []string{link}, real, true},
+		{"a folder", []string{realDir}, realDir, true},
+		{"a symlink to a folder", []string{link}, realDir, true},
 		{"relative", []string{"isos"}, "not an absolute path", false},
 		{"missing", []string{filepath.Join(base, "nope")}, "create it, or fix --iso-root", false},
 		{"a file", []string{file}, "is not a folder (it is a regular file)", false},

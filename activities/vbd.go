@@ -183,7 +183,7 @@ func (a *Activities) checkVBDParams(ctx context.Context, d Drive, info xen.Domai
 // it (a restore puts it back), as a trusted medium. It reports whether it trusted it.
 func (a *Activities) openOldOrNew(ctx context.Context, d Drive, info xen.DomainInfo, p, format string) (*medium, bool, error) {
 	m, err := a.openMedium(ctx, p, format, false)
-	if err == nil || !(isType(err, ErrMediumOutsideRoots) || isType(err, ErrFormatMismatch)) || !a.trustedOld(ctx, d, info, p) {
+	if err == nil || (!isType(err, ErrMediumOutsideRoots) && !isType(err, ErrFormatMismatch)) || !a.trustedOld(ctx, d, info, p) {
 		return m, false, err
 	}
 	activity.GetLogger(ctx).Info("libxl's records say the guest had the medium: putting it back", "medium", p, "refusal", err)

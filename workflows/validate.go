@@ -139,19 +139,19 @@ func ValidateMedium(medium string) error {
 }
 
 // ValidateText checks a text field the CLI passes on (a cancel's reason, a swap id): at
-// most max bytes of valid UTF-8 without control characters, other than line breaks and tabs
+// most limit bytes of valid UTF-8 without control characters, other than line breaks and tabs
 // if lines is set.
-func ValidateText(field, s string, max int, lines bool) error {
-	return checkText(field, s, max, lines)
+func ValidateText(field, s string, limit int, lines bool) error {
+	return checkText(field, s, limit, lines)
 }
 
-// checkName checks an identifier: 1 to max characters of [A-Za-z0-9._-].
-func checkName(field, s string, max int) error {
+// checkName checks an identifier: 1 to limit characters of [A-Za-z0-9._-].
+func checkName(field, s string, limit int) error {
 	switch {
 	case s == "":
 		return &InputError{field, "is empty"}
-	case len(s) > max:
-		return &InputError{field, fmt.Sprintf("is %d bytes long: at most %d are allowed", len(s), max)}
+	case len(s) > limit:
+		return &InputError{field, fmt.Sprintf("is %d bytes long: at most %d are allowed", len(s), limit)}
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -174,11 +174,11 @@ func countCont(s string) int {
 	return n
 }
 
-// checkText checks free text: at most max bytes, valid UTF-8, no control characters
+// checkText checks free text: at most limit bytes, valid UTF-8, no control characters
 // (lines allows '\n', '\r' and '\t').
-func checkText(field, s string, max int, lines bool) error {
-	if len(s) > max {
-		return &InputError{field, fmt.Sprintf("is %d bytes long: at most %d are allowed", len(s), max)}
+func checkText(field, s string, limit int, lines bool) error {
+	if len(s) > limit {
+		return &InputError{field, fmt.Sprintf("is %d bytes long: at most %d are allowed", len(s), limit)}
 	}
 	if !utf8.ValidString(s) {
 		return &InputError{field, fmt.Sprintf("%s is not valid UTF-8: give it in UTF-8 (a path in another encoding cannot be passed on unchanged)", strconv.QuoteToASCII(s))}

@@ -74,7 +74,7 @@ const lateWait = 10 * time.Second
 // first, so that it does not promise the old medium back then, follows such a run to its
 // end, and says it was too late.
 func (a *App) cancel(ctx context.Context, c client.Client, id, requester, reason string, wait bool, timeout time.Duration) error {
-	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
+	desc, err := describe(ctx, c, id, "")
 	if err != nil {
 		return notFound(a.cfg, id, err)
 	}

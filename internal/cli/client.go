@@ -84,3 +84,14 @@ func unreachable(cfg ClientConfig, err error) *userError {
 func describeNamespaceRequest(ns string) *workflowservice.DescribeNamespaceRequest {
 	return &workflowservice.DescribeNamespaceRequest{Namespace: ns}
 }
+
+// describe returns the server's description of a run: DescribeWorkflow's raw response,
+// which holds the memo, the search attributes and the pending activities as the server
+// sent them.
+func describe(ctx context.Context, c client.Client, id, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	d, err := c.DescribeWorkflow(ctx, id, runID)
+	if err != nil {
+		return nil, err
+	}
+	return d.RawResponse, nil
+}

@@ -259,7 +259,7 @@ func runEnded(err error) bool {
 // alreadyRunning explains a refused start: the drive has a running swap.
 func (a *App) alreadyRunning(ctx context.Context, c client.Client, in workflows.ChangeMediumInput, id, runID string) error {
 	who, when := "someone", "an unknown time"
-	if desc, err := c.DescribeWorkflowExecution(ctx, id, runID); err == nil {
+	if desc, err := describe(ctx, c, id, runID); err == nil {
 		info := desc.GetWorkflowExecutionInfo()
 		if r := memoString(info.GetMemo().GetFields(), "requester"); r != "" {
 			who = esc(r)

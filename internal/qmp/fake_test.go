@@ -176,7 +176,7 @@ func (p *peer) expectHangUp() error {
 	case errors.Is(err, io.EOF):
 		return nil
 	case err != nil:
-		return fmt.Errorf("recv() = %v, want EOF: %w", err, errScript)
+		return fmt.Errorf("recv() = %w, want EOF: %w", err, errScript)
 	}
 	return fmt.Errorf("got command %s, want the client to hang up: %w", r.raw, errScript)
 }

@@ -143,13 +143,13 @@ func (h *Host) setFaultsLocked(ctx context.Context, f Faults, rearm string) erro
 }
 
 // applyQEMU makes a guest's QEMU follow its QEMU knobs.
-func (h *Host) applyQEMU(ctx context.Context, d *domain, old, new DomainFaults, arm bool) error {
+func (h *Host) applyQEMU(ctx context.Context, d *domain, was, now DomainFaults, arm bool) error {
 	q := d.qemu
 	if q == nil {
 		return nil
 	}
-	if new.KillQEMU {
-		if old.KillQEMU {
+	if now.KillQEMU {
+		if was.KillQEMU {
 			return nil // dead: no other knob reaches it
 		}
 		if err := q.Kill(); err != nil {
@@ -158,21 +158,21 @@ func (h *Host) applyQEMU(ctx context.Context, d *domain, old, new DomainFaults, 
 		h.log.Info("QEMU killed, as asked", "domid", d.info.DomID, "guest", d.info.Name, "pid", d.info.QEMUPID)
 		return nil
 	}
-	if old.LockTray != new.LockTray {
-		if err := q.LockTray(d.info.DevID, new.LockTray); err != nil {
+	if was.LockTray != now.LockTray {
+		if err := q.LockTray(d.info.DevID, now.LockTray); err != nil {
 			if errors.Is(err, simqemu.ErrNeedsFake) {
 				return fmt.Errorf("lock the tray of %s: %v: %w", d.info.Name, err, ErrNeedsFake)
 			}
 			return fmt.Errorf("lock the tray of %s: %w", d.info.Name, err)
 		}
 	}
-	if old.Paused != new.Paused {
-		if err := q.SetPaused(ctx, new.Paused); err != nil {
-			return fmt.Errorf("pause %s (paused=%v): %w", d.info.Name, new.Paused, err)
+	if was.Paused != now.Paused {
+		if err := q.SetPaused(ctx, now.Paused); err != nil {
+			return fmt.Errorf("pause %s (paused=%v): %w", d.info.Name, now.Paused, err)
 		}
 	}
 	if arm {
-		q.DropAfter(new.DropAfter)
+		q.DropAfter(now.DropAfter)
 	}
 	return nil
 }

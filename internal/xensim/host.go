@@ -134,12 +134,12 @@ func Start(ctx context.Context, cfg Config) (*Host, error) {
 		ctx: hctx, cancel: cancel,
 	}
 	if err := h.start(ctx, specs); err != nil {
-		h.teardown()
+		_ = h.teardown() // the start's error says what went wrong
 		return nil, err
 	}
 	h.startup = time.Since(t0)
 	if err := h.writeSummary(); err != nil {
-		h.teardown()
+		_ = h.teardown() // the start's error says what went wrong
 		return nil, err
 	}
 	h.log.Info("host ready", "domains", len(h.doms), "took", h.startup.Round(time.Millisecond), "dir", h.dir)

@@ -40,7 +40,7 @@ func Available() error {
 	}
 	fi, err := os.Stat(loopControl)
 	if err != nil {
-		return fmt.Errorf("no %s (%v): load the loop module (modprobe loop) or give the container the loop devices (--privileged): %w",
+		return fmt.Errorf("no %s (%w): load the loop module (modprobe loop) or give the container the loop devices (--privileged): %w",
 			loopControl, err, ErrUnavailable)
 	}
 	if fi.Mode()&os.ModeCharDevice == 0 {
