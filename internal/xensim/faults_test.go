@@ -333,6 +333,10 @@ func TestControlSocket(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, h.Domains(), doms)
 
+	sum, err := c.Summary(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, h.Summary(), sum)
+
 	_, err = NewControl(testenv.SocketDir(t)).Faults(ctx)
 	require.ErrorIs(t, err, ErrNoHost)
 	assert.False(t, errors.Is(err, ErrRefused))
