@@ -709,6 +709,7 @@ func failedAttempts(err error, maxAttempts int32) int32 {
 func shownType(err error) string {
 	var actErr *temporal.ActivityError
 	if errors.As(err, &actErr) {
+		//nolint:errorlint // the activity's own error is its direct cause, not any error below it
 		if appErr, ok := actErr.Unwrap().(*temporal.ApplicationError); ok && !appErr.HasDetails() {
 			return ""
 		}

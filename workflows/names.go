@@ -186,8 +186,9 @@ func ResultFromError(err error) (ChangeMediumResult, bool) {
 func CauseType(err error) string {
 	t := ""
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		switch x := e.(type) {
+		switch x := e.(type) { //nolint:errorlint // walks the chain one link at a time on purpose
 		case *temporal.ActivityError:
+			//nolint:errorlint // the activity's own error is its direct cause, not any error below it
 			if appErr, ok := x.Unwrap().(*temporal.ApplicationError); ok {
 				return appErr.Type()
 			}
@@ -210,7 +211,7 @@ func ErrorMessage(err error, subject string) string {
 	for e := err; e != nil; e = errors.Unwrap(e) {
 		var what string
 		passive := false
-		switch x := e.(type) {
+		switch x := e.(type) { //nolint:errorlint // the first link of a kind decides, so the chain is walked by hand
 		case *temporal.ApplicationError:
 			return x.Message()
 		case *temporal.TimeoutError:

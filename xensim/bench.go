@@ -119,7 +119,7 @@ func benchOne(ctx context.Context, self, mode string, n int, settle time.Duratio
 	}()
 	var sum xensim.Summary
 	if err := json.NewDecoder(bufio.NewReader(out)).Decode(&sum); err != nil {
-		return r, fmt.Errorf("read its summary: %v: %s", err, stderr.String())
+		return r, fmt.Errorf("read its summary: %w: %s", err, stderr.String())
 	}
 	r.start = time.Since(t0)
 	time.Sleep(settle)
@@ -136,7 +136,7 @@ func benchOne(ctx context.Context, self, mode string, n int, settle time.Duratio
 		return r, err
 	}
 	if err := cmd.Wait(); err != nil {
-		return r, fmt.Errorf("stop: %v: %s", err, stderr.String())
+		return r, fmt.Errorf("stop: %w: %s", err, stderr.String())
 	}
 	r.stop = time.Since(t1)
 	return r, nil

@@ -52,7 +52,7 @@ func buildBinary(t *testing.T) string {
 		defer cancel()
 		out, err := exec.CommandContext(ctx, "go", "build", "-o", builtBin, ".").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
 	})
 	require.NoError(t, buildErr)

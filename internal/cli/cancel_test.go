@@ -59,7 +59,7 @@ func TestCancelTooLate(t *testing.T) {
 	require.NoError(t, c.GetWorkflow(context.Background(), id, "").Get(context.Background(), &res))
 	assert.Equal(t, workflows.OutcomeChanged, res.Outcome)
 	assert.True(t, res.CancelTooLate, "result %+v", res)
-	desc, err := c.DescribeWorkflowExecution(context.Background(), id, "")
+	desc, err := describe(context.Background(), c, id, "")
 	require.NoError(t, err)
 	assert.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, desc.GetWorkflowExecutionInfo().GetStatus())
 	var note string

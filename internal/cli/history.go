@@ -180,7 +180,7 @@ type HistoryExtras struct {
 // FetchHistory reads one run's event history (runID "" = the latest run of id) and builds
 // its History, asking a running run's worker for its progress (if one answers in time).
 func FetchHistory(ctx context.Context, c client.Client, id, runID string) (*History, error) {
-	desc, err := c.DescribeWorkflowExecution(ctx, id, runID)
+	desc, err := describe(ctx, c, id, runID)
 	if err != nil {
 		return nil, err
 	}

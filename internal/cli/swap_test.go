@@ -156,7 +156,7 @@ func TestInsertWait(t *testing.T) {
 	assert.NotContains(t, r.stdout, "\r", "no redraw when stdout is not a terminal")
 
 	// The audit trail: memo and search attributes.
-	desc, err := testClient(t).DescribeWorkflowExecution(context.Background(), "cdswap-h-wait-7-hdc", "")
+	desc, err := describe(context.Background(), testClient(t), "cdswap-h-wait-7-hdc", "")
 	require.NoError(t, err)
 	info := desc.GetWorkflowExecutionInfo()
 	memo := info.GetMemo().GetFields()
@@ -211,7 +211,7 @@ func TestDuplicateRefused(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the first swap never reached Lock")
 	}
-	desc, err := testClient(t).DescribeWorkflowExecution(context.Background(), "cdswap-h-dup-7-hdc", "")
+	desc, err := describe(context.Background(), testClient(t), "cdswap-h-dup-7-hdc", "")
 	require.NoError(t, err)
 	runID := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
 

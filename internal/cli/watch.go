@@ -93,7 +93,7 @@ func queryProgress(ctx context.Context, c client.Client, id, runID string) (work
 // pendingActivity returns the run's pending activity of type name (its attempt and last
 // failure), or nil.
 func pendingActivity(ctx context.Context, c client.Client, id, runID, name string) *workflowpb.PendingActivityInfo {
-	desc, err := c.DescribeWorkflowExecution(ctx, id, runID)
+	desc, err := describe(ctx, c, id, runID)
 	if err != nil {
 		return nil
 	}

@@ -161,7 +161,7 @@ func (h *Host) applyQEMU(ctx context.Context, d *domain, was, now DomainFaults, 
 	if was.LockTray != now.LockTray {
 		if err := q.LockTray(d.info.DevID, now.LockTray); err != nil {
 			if errors.Is(err, simqemu.ErrNeedsFake) {
-				return fmt.Errorf("lock the tray of %s: %v: %w", d.info.Name, err, ErrNeedsFake)
+				return fmt.Errorf("lock the tray of %s: %w: %w", d.info.Name, err, ErrNeedsFake)
 			}
 			return fmt.Errorf("lock the tray of %s: %w", d.info.Name, err)
 		}

@@ -218,7 +218,7 @@ func checkName(name string) error {
 		return fmt.Errorf("domain name %q is longer than 64 characters: %w", name, ErrBadConfig)
 	}
 	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+		if !nameChar(r) {
 			return fmt.Errorf("domain name %q: use letters, digits, '-', '_' and '.': %w", name, ErrBadConfig)
 		}
 	}
@@ -273,7 +273,7 @@ func resolve(cfg Config) (*resolved, []DomainSpec, error) {
 	if r.Dir != "" {
 		abs, err := filepath.Abs(r.Dir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("folder %q: %v: %w", r.Dir, err, ErrBadConfig)
+			return nil, nil, fmt.Errorf("folder %q: %w: %w", r.Dir, err, ErrBadConfig)
 		}
 		r.Dir = abs
 		if err := checkSocketRoom(r.Dir); err != nil {
@@ -288,7 +288,7 @@ func checkHostName(name string) error {
 		return fmt.Errorf("host name %q: want 1 to 64 characters: %w", name, ErrBadConfig)
 	}
 	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+		if !nameChar(r) {
 			return fmt.Errorf("host name %q: use letters, digits, '-', '_' and '.': %w", name, ErrBadConfig)
 		}
 	}
@@ -323,4 +323,10 @@ func memAvailable() int64 {
 		}
 	}
 	return 0
+}
+
+// nameChar reports whether r may appear in a host or domain name: a letter, a digit, '-',
+// '_' or '.'.
+func nameChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.'
 }

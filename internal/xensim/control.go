@@ -226,7 +226,7 @@ func (c *Control) do(ctx context.Context, method, path string, body, out any) er
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("reach xensim at %s (is it running with --dir %s?): %v: %w", c.sock, c.dir, err, ErrNoHost)
+		return fmt.Errorf("reach xensim at %s (is it running with --dir %s?): %w: %w", c.sock, c.dir, err, ErrNoHost)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -217,13 +217,13 @@ func (h *Host) start(ctx context.Context, specs []DomainSpec) error {
 func (h *Host) prepareDir() error {
 	for _, d := range []string{h.dir, h.runDir(), h.libDir(), h.isoDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("folder %s cannot be made: %v: pick a --dir you can write: %w", d, err, ErrBadConfig)
+			return fmt.Errorf("folder %s cannot be made: %w: pick a --dir you can write: %w", d, err, ErrBadConfig)
 		}
 	}
 	lp := filepath.Join(h.dir, "xensim.lock")
 	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("folder %s cannot be written: %v: pick a --dir you can write: %w", h.dir, err, ErrBadConfig)
+		return fmt.Errorf("folder %s cannot be written: %w: pick a --dir you can write: %w", h.dir, err, ErrBadConfig)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
@@ -286,7 +286,7 @@ func (h *Host) plan(specs []DomainSpec) error {
 		case mode == QEMUAuto:
 			mode = QEMUFake
 		case mode == QEMUReal && qemuErr != nil:
-			return fmt.Errorf("domain %s wants a real QEMU, but qemu-system-x86_64 is not installed (%v): install Debian's qemu-system-x86 or use --qemu=fake: %w",
+			return fmt.Errorf("domain %s wants a real QEMU, but qemu-system-x86_64 is not installed (%w): install Debian's qemu-system-x86 or use --qemu=fake: %w",
 				sp.Name, qemuErr, ErrBadConfig)
 		}
 		switch sp.Kind {
@@ -366,7 +366,7 @@ func (h *Host) resolveMedium(sp DomainSpec) (string, error) {
 			_, err = os.Stat(p)
 		}
 		if err != nil {
-			return "", fmt.Errorf("initial medium %q of domain %s: %v: %w", m, sp.Name, err, ErrBadConfig)
+			return "", fmt.Errorf("initial medium %q of domain %s: %w: %w", m, sp.Name, err, ErrBadConfig)
 		}
 		return p, nil
 	}

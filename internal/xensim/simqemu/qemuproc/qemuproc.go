@@ -290,9 +290,9 @@ func (p *Process) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("qemu exited before its monitors were ready (%v): %s", p.waitErr, p.LogTail())
+			return fmt.Errorf("qemu exited before its monitors were ready (%w): %s", p.waitErr, p.LogTail())
 		case <-ctx.Done():
-			return fmt.Errorf("wait for qemu monitors: %w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("wait for qemu monitors: %w (last: %w)", ctx.Err(), err)
 		case <-time.After(readyPoll):
 		}
 	}
