@@ -198,8 +198,7 @@ func checkText(field, s string, limit int, lines bool) error {
 // character, a bidirectional override, a line or paragraph separator) other than the
 // backslash, which it only doubles.
 func IsUnsafeRune(r rune) bool {
-	s := string(r)
-	return r != '\\' && termtext.Escape(s) != s
+	return termtext.IsUnsafe(r)
 }
 
 // KeywordMedium is the part of medium that fits the CdswapMedium search attribute: the

@@ -77,6 +77,11 @@ func needsEscape(s string) bool {
 	return false
 }
 
+// IsUnsafe reports whether Escape writes r as an escape for what it is (not a backslash,
+// which Escape doubles): a control, bidirectional formatting or separator character.
+// It uses no formatting, so deterministic code (a Temporal workflow) may call it.
+func IsUnsafe(r rune) bool { return unsafeRune(r) }
+
 // unsafeRune reports whether r can steer a terminal or the way text reads: a control
 // character (C0, DEL, C1), a bidirectional formatting character, or a line or paragraph
 // separator.
