@@ -284,6 +284,18 @@ func (a *Activities) openMedium(ctx context.Context, p, format string, trusted b
 		return nil, a.outside(ctx, p)
 	}
 	fd, err := openBeneath(r.dir, rel)
+	if errors.Is(err, unix.EXDEV) {
+		// openat2 refuses every absolute symlink, even one that leads back beneath the root
+		// (an ISO library's "latest.iso -> /srv/isos/debian-12.iso"). Resolve the path and,
+		// if it ends beneath a root, open that: again beneath the root, so a link swapped
+		// meanwhile still cannot lead out.
+		if resolved, rerr := filepath.EvalSymlinks(clean); rerr == nil {
+			if r2, rel2, ok2 := a.rootOf(resolved); ok2 {
+				r, rel = r2, rel2
+				fd, err = openBeneath(r.dir, rel)
+			}
+		}
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, unix.EXDEV) && trusted:

@@ -53,6 +53,7 @@ func newRootsFixture(t *testing.T) *rootsFixture {
 	require.NoError(t, isofs.Write(filepath.Join(f.real, "sub", "deep.iso"), "DEEP", map[string][]byte{"D.TXT": []byte("d\n")}))
 	require.NoError(t, os.Symlink("../outside", filepath.Join(f.real, "dir-out")))
 	require.NoError(t, os.Symlink(filepath.Join(f.real, "good.iso"), filepath.Join(f.real, "link-abs")))
+	require.NoError(t, os.Symlink(filepath.Join(f.outside, "secret.iso"), filepath.Join(f.real, "link-abs-out")))
 	roots, err := resolveRoots([]string{f.root})
 	require.NoError(t, err)
 	f.a = &Activities{roots: roots}
@@ -91,7 +92,9 @@ func TestOpenMedium(t *testing.T) {
 			msgs: []string{"medium /proc/self/fd/1 is outside"}, hidden: []string{"resolves", "pipe:", "/dev/"}},
 		{name: "proc exe link", path: "/proc/1/exe", format: "raw", errType: ErrMediumOutsideRoots, hidden: []string{"resolves", "/sbin", "/bin"}},
 		{name: "folder symlink inside the root", path: filepath.Join(f.root, "sub-link", "deep.iso"), format: "raw", want: filepath.Join(f.real, "sub", "deep.iso")},
-		{name: "absolute symlink, even to inside", path: filepath.Join(f.root, "link-abs"), format: "raw", errType: ErrMediumOutsideRoots},
+		{name: "absolute symlink that stays inside", path: filepath.Join(f.root, "link-abs"), format: "raw", want: good},
+		{name: "absolute symlink out of the root", path: filepath.Join(f.root, "link-abs-out"), format: "raw", errType: ErrMediumOutsideRoots,
+			hidden: []string{"resolves", "secret"}},
 		{name: "hard link to a file that is no CD image", path: filepath.Join(f.root, "passwd.iso"), format: "raw", errType: ErrFormatMismatch,
 			msgs: []string{"is not a CD image", "neither an ISO 9660 nor a UDF volume descriptor", "--allow-raw-images"}},
 		{name: "raw data that is no CD image", path: filepath.Join(f.root, "zeros.img"), format: "raw", errType: ErrFormatMismatch,
