@@ -17,14 +17,16 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// TestHeartbeatInterceptor runs a step that takes five heartbeat timeouts and never
+// TestHeartbeatInterceptor runs a step that takes three heartbeat timeouts and never
 // heartbeats itself: with the interceptor it ends well, heartbeating all along; without it
 // the server's view (the test environment's) is that its worker died. A step that heartbeats
 // itself (WaitFdset) gets no heartbeat from the interceptor, which would erase its details.
 func TestHeartbeatInterceptor(t *testing.T) {
-	const timeout = 200 * time.Millisecond
+	// A timeout long enough that a loaded machine running the suite with -race still gets
+	// every heartbeat in before it.
+	const timeout = time.Second
 	slow := func(ctx context.Context) error {
-		time.Sleep(5 * timeout)
+		time.Sleep(3 * timeout)
 		return nil
 	}
 	wf := func(ctx workflow.Context, step string) error {
@@ -42,13 +44,14 @@ func TestHeartbeatInterceptor(t *testing.T) {
 		wantErr       bool
 		minHeartbeats int32
 	}{
-		{name: "with the interceptor", step: NameDetachVBD, interceptors: []interceptor.WorkerInterceptor{NewHeartbeatInterceptor()}, minHeartbeats: 4},
+		{name: "with the interceptor", step: NameDetachVBD, interceptors: []interceptor.WorkerInterceptor{NewHeartbeatInterceptor()}, minHeartbeats: 3},
 		{name: "without it", step: NameDetachVBD, wantErr: true},
 		{name: "a step that heartbeats itself", step: NameWaitFdset, interceptors: []interceptor.WorkerInterceptor{NewHeartbeatInterceptor()}, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s testsuite.WorkflowTestSuite
 			env := s.NewTestWorkflowEnvironment()
+			env.SetTestTimeout(30 * time.Second) // the default 3 s is what the slow step takes
 			env.SetWorkerOptions(worker.Options{Interceptors: tc.interceptors})
 			env.RegisterWorkflow(wf)
 			env.RegisterActivityWithOptions(slow, activity.RegisterOptions{Name: tc.step})
@@ -65,7 +68,7 @@ func TestHeartbeatInterceptor(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			assert.GreaterOrEqual(t, beats.Load(), tc.minHeartbeats, "heartbeats over %s", 5*timeout)
+			assert.GreaterOrEqual(t, beats.Load(), tc.minHeartbeats, "heartbeats over %s", 3*timeout)
 		})
 	}
 }
