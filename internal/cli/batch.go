@@ -64,6 +64,7 @@ type startFlags struct {
 	timeout   time.Duration
 	json      bool
 	perRun    int
+	pageRows  int
 }
 
 func (a *App) newBatchStartCmd() *cobra.Command {
@@ -103,7 +104,9 @@ plan and changes nothing.`,
 	fl.DurationVar(&f.timeout, "timeout", DefaultBatchWait, "with --wait: stop waiting after this long (the batch goes on)")
 	fl.BoolVar(&f.json, "json", false, "print the plan (--dry-run), the started batch or its result as JSON")
 	fl.IntVar(&f.perRun, "drives-per-run", 0, "continue-as-new after this many drives (default 1000; for tests)")
+	fl.IntVar(&f.pageRows, "page-rows", 0, "drives per plan page (default 500; for tests)")
 	_ = fl.MarkHidden("drives-per-run")
+	_ = fl.MarkHidden("page-rows")
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
 		if err := f.check(); err != nil {
 			return err
@@ -239,7 +242,7 @@ func (a *App) batchStart(ctx context.Context, f startFlags) error {
 	for _, d := range drives {
 		in.HostTotals[d.Host]++
 	}
-	pages := plan.Paginate(drives, 0, 0)
+	pages := plan.Paginate(drives, f.pageRows, 0)
 	in.Pages = len(pages)
 	if err := plan.SavePages(ctx, c, in.Batch, pages); err != nil {
 		plan.ReleasePages(context.WithoutCancel(ctx), c, in.Batch, len(pages))
