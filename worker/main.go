@@ -1,7 +1,8 @@
 // Command cdswap-worker is the dom0 worker of cdswap: it runs on one Xen host, polls that
 // host's Temporal task queue (activities.TaskQueue(--host)) and runs the ChangeMedium and
 // ResolveDrive workflows and their activities against the host's xenstored, its guests' QEMU
-// monitors and libxl's files.
+// monitors and libxl's files. It also polls the batch queue that every worker shares
+// (workflows.BatchTaskQueue), where the FleetSwap batches and their plan pages run.
 //
 //	cdswap-worker --host xen1 --iso-root /srv/isos
 //	cdswap-worker --host sim0 --xenstore /tmp/xs0/xenstored.sock --qmp-dir /tmp/xs0/run \
@@ -32,6 +33,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/plan"
 	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xs"
@@ -235,7 +237,22 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
 	})
 	workflows.Register(w)
+	workflows.RegisterInventory(w)
 	w.RegisterActivity(acts)
+	// Every worker also runs batches (FleetSwap and its plan pages) on the shared batch
+	// queue: a batch goes on while any host's worker runs.
+	bw := worker.New(c, workflows.BatchTaskQueue, worker.Options{
+		MaxConcurrentWorkflowTaskPollers: taskPollers,
+		MaxConcurrentActivityTaskPollers: taskPollers,
+		WorkerStopTimeout:                workerStopTimeout,
+		StickyScheduleToStartTimeout:     stickyTimeout,
+	})
+	workflows.RegisterFleet(bw)
+	bw.RegisterActivity(&plan.PageReader{Client: c})
+	if err := bw.Start(); err != nil {
+		return fmt.Errorf("worker for task queue %s: %w", workflows.BatchTaskQueue, err)
+	}
+	defer bw.Stop()
 
 	log.Info("cdswap-worker serving", "host", o.host, "task_queue", tq, "temporal", copts.HostPort, "namespace", copts.Namespace,
 		"xenstore", o.xenstore, "qmp_dir", o.qmpDir, "libxl_dir", o.libxlDir, "iso_roots", o.isoRoots)

@@ -62,6 +62,7 @@ func TestActivityNames(t *testing.T) {
 		{activities.NameChangeMedium, a.ChangeMedium},
 		{activities.NameRecord, a.Record},
 		{activities.NameVerify, a.Verify},
+		{activities.NameInventory, a.Inventory},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -47,11 +47,18 @@ func TestReplayHistories(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			if err := replayFile(f, workflows.Register); err != nil {
+			if err := replayFile(f, registerAll); err != nil {
 				t.Errorf("replay %s: %v", f, err)
 			}
 		})
 	}
+}
+
+// registerAll registers every workflow a worker runs: the host's and the batch's.
+func registerAll(r workflows.Registry) {
+	workflows.Register(r)
+	workflows.RegisterInventory(r)
+	workflows.RegisterFleet(r)
 }
 
 // replayFile replays the history in path (JSON, gzipped if it ends in .gz) with the

@@ -181,6 +181,7 @@ Every swap records who asked and why; status, history and list read that record 
 		a.newCancelCmd(),
 		a.newListCmd(),
 		a.newDevServerCmd(),
+		a.newBatchCmd(),
 	)
 	return root
 }
