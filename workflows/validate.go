@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"encoding/json"
 	"fmt"
 	"path"
 	"strconv"
@@ -221,7 +220,26 @@ func KeywordMedium(medium string) string {
 
 // jsonSize is the size of s encoded as a JSON string, as Temporal's payload converter
 // encodes it.
+//
+// It counts as encoding/json writes a string (quotes; \" \\ \n \r \t \b \f; \u00XX for other
+// control characters, for <, > and & and for U+2028 and U+2029; \ufffd for a byte that is not
+// UTF-8) without calling it, since a workflow (FleetSwap, through StartAttributes) may not
+// use reflection-based formatting; TestJSONSize checks it against encoding/json.
 func jsonSize(s string) int {
-	b, _ := json.Marshal(s) // a string always encodes
-	return len(b)
+	n := 2 // the quotes
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 6
+		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t' || r == '\b' || r == '\f':
+			n += 2
+		case r < 0x20 || r == '<' || r == '>' || r == '&' || r == 0x2028 || r == 0x2029:
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
 }

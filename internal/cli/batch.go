@@ -411,7 +411,7 @@ func (a *App) newBatchStatusCmd() *cobra.Command {
 
 // batchState is a running batch's progress, or a finished one's result.
 func (a *App) batchState(ctx context.Context, c client.Client, id string) (workflows.FleetProgress, *workflows.FleetSwapResult, error) {
-	desc, err := c.DescribeWorkflowExecution(ctx, id, "")
+	desc, err := describe(ctx, c, id, "")
 	if err != nil {
 		return workflows.FleetProgress{}, nil, batchNotFound(a.cfg, id, err)
 	}
