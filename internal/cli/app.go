@@ -179,6 +179,7 @@ Every swap records who asked and why; status, history and list read that record 
 		a.newHistoryCmd(),
 		a.newCancelCmd(),
 		a.newListCmd(),
+		a.newAuditCmd(),
 		a.newDevServerCmd(),
 	)
 	return root

@@ -24,6 +24,9 @@ var testJWT = func() string {
 	return enc([]byte(`{"alg":"HS256"}`)) + "." + enc([]byte(`{"sub":"carol@example.com"}`)) + "." + enc([]byte("sig"))
 }()
 
+// batchISO is the medium of the recorded batch's swap.
+const batchISO = "/isos/batch.iso"
+
 // auditReason is a reason with a line break, a comma and quotes: one CSV field, escaped.
 const auditReason = "rollout\nstep 2, \"drivers\""
 
@@ -40,7 +43,7 @@ type recordedSwaps struct {
 //	host1: insert new.iso by bob (--requester, plain connection), ticket OPS-1, auditReason
 //	host1: eject by alice ($USER), ticket OPS-2
 //	host2: insert new.iso over an API key naming carol, ticket OPS-3
-//	host2: insert old.iso as part of batch prefix+"-batch" (started as FleetSwap starts it)
+//	host2: insert batchISO as part of batch prefix+"-batch" (started as FleetSwap starts it)
 func recordAuditSwaps(t *testing.T, prefix string) recordedSwaps {
 	t.Helper()
 	s := recordedSwaps{host1: prefix + "1", host2: prefix + "2", batch: prefix + "-batch"}
@@ -54,7 +57,7 @@ func recordAuditSwaps(t *testing.T, prefix string) recordedSwaps {
 		r := run(t, args...)
 		require.Equal(t, ExitOK, r.code, "cdswap %q: stderr %s", args, r.stderr)
 	}
-	in := workflows.ChangeMediumInput{Host: s.host2, Domain: fakehost.Domain, DomID: fakehost.DomID, Vdev: fakehost.Vdev, Medium: oldISO,
+	in := workflows.ChangeMediumInput{Host: s.host2, Domain: fakehost.Domain, DomID: fakehost.DomID, Vdev: fakehost.Vdev, Medium: batchISO,
 		Requester: "fleet", RequesterSource: "os", Ticket: "OPS-4", BatchID: s.batch}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -63,6 +66,15 @@ func recordAuditSwaps(t *testing.T, prefix string) recordedSwaps {
 	require.NoError(t, run.Get(ctx, nil))
 	s.batchRunID = run.GetRunID()
 	return s
+}
+
+// waitListed waits until visibility, which lags a little behind, lists all four swaps.
+func (s recordedSwaps) waitListed(t *testing.T) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Len(c, listJSON(c, t, "--host", s.host1), 2)
+		assert.Len(c, listJSON(c, t, "--host", s.host2), 2)
+	}, 20*time.Second, 200*time.Millisecond)
 }
 
 // listJSON runs list --json with args and returns the swaps; c receives the failures (t, or
@@ -80,18 +92,14 @@ func listJSON(c assert.TestingT, t *testing.T, args ...string) []SwapSummary {
 func TestListFilters(t *testing.T) {
 	s := recordAuditSwaps(t, "h-lf")
 	t.Parallel()
-	// Visibility lags a little behind: wait until all four are listed.
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.Len(c, listJSON(c, t, "--host", s.host1), 2)
-		assert.Len(c, listJSON(c, t, "--host", s.host2), 2)
-	}, 20*time.Second, 200*time.Millisecond)
+	s.waitListed(t)
 
 	tests := []struct {
 		name string
 		args []string
 		want []string // tickets, newest first
 	}{
-		{"requester from the flag", []string{"--requester", "bob"}, []string{"OPS-1"}},
+		{"requester from the flag", []string{"--requester", "bob", "--host", s.host1}, []string{"OPS-1"}},
 		{"requester from the OS", []string{"--host", s.host1, "--requester", "alice"}, []string{"OPS-2"}},
 		{"requester from a JWT", []string{"--requester", "carol@example.com", "--host", s.host2}, []string{"OPS-3"}},
 		{"ticket", []string{"--ticket", "OPS-2", "--host", s.host1}, []string{"OPS-2"}},
@@ -156,7 +164,7 @@ func TestListFilters(t *testing.T) {
 	// The table escapes the reason and shows the batch.
 	r = run(t, "list", "--host", s.host2)
 	require.Equal(t, ExitOK, r.code, "stderr %s", r.stderr)
-	assert.Regexp(t, `(?m)\s+`+s.host2+`\s+web1\s+hdc\s+/isos/old.iso\s+changed\s+fleet\s+-\s+OPS-4\s+`+s.batch+`\s+cdswap-`+s.host2+`-7-hdc$`, r.stdout)
+	assert.Regexp(t, `(?m)\s+`+s.host2+`\s+web1\s+hdc\s+/isos/batch.iso\s+changed\s+fleet\s+-\s+OPS-4\s+`+s.batch+`\s+cdswap-`+s.host2+`-7-hdc$`, r.stdout)
 	r = run(t, "list", "--host", s.host1)
 	require.Equal(t, ExitOK, r.code, "stderr %s", r.stderr)
 	assert.Contains(t, r.stdout, `rollout\nstep 2, "drivers"`)
