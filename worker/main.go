@@ -13,7 +13,8 @@
 // the --iso-root folders. It checks at start that xenstored answers, the ISO roots exist and
 // the Temporal server is reachable, and stops gracefully on SIGINT or SIGTERM (running
 // activities get WorkerStopTimeout to finish). Bad flags exit with status 2, other failures
-// with 1.
+// with 1. With --metrics-listen ADDR it serves Prometheus metrics at ADDR/metrics: the
+// Temporal SDK's and cdswap's own (internal/metrics).
 package main
 
 import (
@@ -30,9 +31,11 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/metrics"
 	"github.com/cdswap/cdswap/internal/plan"
 	"github.com/cdswap/cdswap/internal/temporalclient"
 	"github.com/cdswap/cdswap/internal/xen"
@@ -89,6 +92,8 @@ type options struct {
 	broadRoot bool
 	logLevel  string
 	logFormat string
+	// metricsListen is the address to serve Prometheus metrics on ("" = none).
+	metricsListen string
 }
 
 // run is the whole program; it returns the exit status.
@@ -127,6 +132,7 @@ point it at a simulated host.`,
 		"accept an --iso-root that is, lies in or holds a system folder (/, /etc, /proc, /var/lib/xen ...), which is refused by default")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9464 (default: off)")
 	cmd.SetArgs(args)
 	cmd.SetContext(ctx)
 	err := cmd.Execute()
@@ -220,6 +226,28 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		}
 	}()
 
+	interceptors := []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()}
+	if o.metricsListen != "" {
+		m := metrics.New(o.host)
+		defer m.Close()
+		mctx, stopMetrics := context.WithCancel(ctx)
+		addr, served, err := m.Serve(mctx, o.metricsListen, log)
+		if err != nil {
+			stopMetrics()
+			return usageError{err}
+		}
+		defer func() {
+			stopMetrics()
+			if err := <-served; err != nil {
+				log.Warn("The metrics server ended with an error", "error", err)
+			}
+		}()
+		log.Info("serving metrics", "metrics_addr", addr.String(), "path", metrics.Path)
+		copts.MetricsHandler = m.SDKHandler()
+		interceptors = append(interceptors, activities.NewMetricsInterceptor(m),
+			m.WorkflowInterceptor(metrics.Swaps{Types: []string{workflows.ChangeMediumName}, Ended: swapEnd}))
+	}
+
 	c, err := client.DialContext(sctx, copts)
 	if err != nil {
 		return fmt.Errorf("connect to Temporal at %s (namespace %s): %w: start the server, or fix --address", copts.HostPort, copts.Namespace, err)
@@ -233,8 +261,9 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		MaxConcurrentActivityTaskPollers: taskPollers,
 		WorkerStopTimeout:                workerStopTimeout,
 		StickyScheduleToStartTimeout:     stickyTimeout,
-		// Heartbeats let the server retry a step whose worker died within seconds.
-		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
+		// Heartbeats let the server retry a step whose worker died within seconds; the
+		// metrics' interceptors time the steps and count the swaps.
+		Interceptors: interceptors,
 	})
 	workflows.Register(w)
 	workflows.RegisterInventory(w)
@@ -266,4 +295,38 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	}
 	log.Info("cdswap-worker stopped", "host", o.host)
 	return nil
+}
+
+// swapEnd reads how a ChangeMedium run ended, for the metrics: its result, or the result its
+// error carries; a run that ended without one (a panic, a cancellation before its first
+// step) counts as "canceled" or "error".
+func swapEnd(result any, err error) (metrics.SwapEnd, bool) {
+	var res workflows.ChangeMediumResult
+	switch r := result.(type) {
+	case workflows.ChangeMediumResult:
+		res = r
+	case *workflows.ChangeMediumResult:
+		if r != nil {
+			res = *r
+		}
+	}
+	if err != nil {
+		r, ok := workflows.ResultFromError(err)
+		switch {
+		case ok:
+			res = r
+		case temporal.IsCanceledError(err):
+			res.Outcome = workflows.OutcomeCanceled
+		default:
+			res.Outcome = "error"
+		}
+	}
+	if res.Outcome == "" {
+		return metrics.SwapEnd{}, false
+	}
+	end := metrics.SwapEnd{Outcome: string(res.Outcome), Kind: string(res.Kind), RestoreFailed: res.Outcome == workflows.OutcomeRestoreFailed}
+	for _, s := range res.Steps {
+		end.Restored = end.Restored || (s.Restore && !end.RestoreFailed)
+	}
+	return end, true
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,9 +18,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/devserver"
+	"github.com/cdswap/cdswap/internal/metrics"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
@@ -138,7 +143,8 @@ func TestHelp(t *testing.T) {
 }
 
 // TestServe runs the worker against a simulated host and a real Temporal dev server:
-// ResolveDrive and a ChangeMedium insert go through it, and SIGTERM stops it cleanly.
+// ResolveDrive and a ChangeMedium insert go through it, its metrics count them, and SIGTERM
+// stops it cleanly.
 func TestServe(t *testing.T) {
 	_, err := devserver.CLIPath()
 	testenv.Require(t, "the Temporal CLI", err)
@@ -151,7 +157,7 @@ func TestServe(t *testing.T) {
 	require.NoError(t, err)
 	defer h.Close()
 
-	args := append(h.WorkerFlags(), "--log-format", "json")
+	args := append(h.WorkerFlags(), "--log-format", "json", "--metrics-listen", "127.0.0.1:0")
 	cmd := exec.Command(workerBin, args...)
 	// The address comes from the environment, as the Temporal CLI's does.
 	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+srv.FrontendHostPort(), "TEMPORAL_NAMESPACE=", "TEMPORAL_API_KEY=")
@@ -191,6 +197,7 @@ func TestServe(t *testing.T) {
 	b, ok := h.QEMU(dom.DomID).Fake().Block(dom.DevID.QEMUID())
 	require.True(t, ok)
 	assert.Equal(t, tools, b.Path, "the guest's QEMU holds the new medium")
+	checkMetrics(t, out.String(), h.Name())
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
@@ -204,4 +211,68 @@ func TestServe(t *testing.T) {
 	assert.Contains(t, logs, `"task_queue":"cdswap-host-`+h.Name()+`"`)
 	assert.Contains(t, logs, `"temporal":"`+srv.FrontendHostPort()+`"`)
 	assert.Contains(t, logs, `"msg":"cdswap-worker stopped"`)
+}
+
+// checkMetrics scrapes the worker's metrics, whose address its log gives, after one
+// changed swap of a stubdom guest on host: cdswap's counters moved, the SDK's are there.
+func checkMetrics(t *testing.T, logs, host string) {
+	t.Helper()
+	m := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(logs)
+	require.NotNil(t, m, "no metrics address in the log:\n%s", logs)
+	h := regexp.QuoteMeta(`host="` + host + `"`)
+	// The SDK's metrics reach the registry at the next flush of its scope (every second).
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		resp, err := http.Get("http://" + m[1] + "/metrics")
+		if !assert.NoError(c, err) {
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.NoError(c, err)
+		assert.Equal(c, http.StatusOK, resp.StatusCode)
+		text := string(body)
+		for _, want := range []string{
+			`(?m)^cdswap_swaps_total\{` + h + `,kind="stubdom",outcome="changed"\} 1$`,
+			`(?m)^cdswap_swaps_in_flight\{` + h + `\} 0$`,
+			`(?m)^cdswap_step_duration_seconds_count\{` + h + `,result="ok",step="Inspect"\} [1-9]`,
+			`(?m)^cdswap_step_duration_seconds_count\{` + h + `,result="ok",step="ChangeMedium"\} [1-9]`,
+			`(?m)^cdswap_fdset_wait_seconds_count\{` + h + `,result="ok"\} [1-9]`,
+			`(?m)^temporal_workflow_completed\{[^}]*workflow_type="ChangeMedium"[^}]*\} 1$`,
+			`(?m)^temporal_activity_execution_latency_count\{[^}]*activity_type="Verify"`,
+		} {
+			assert.Regexp(c, want, text)
+		}
+		assert.NotRegexp(c, `cdswap_restores_total\{`, text, "nothing was restored")
+	}, 10*time.Second, 200*time.Millisecond)
+}
+
+func TestSwapEnd(t *testing.T) {
+	restoredRes := workflows.ChangeMediumResult{Outcome: workflows.OutcomeFailedRestored, Kind: activities.KindDom0,
+		Steps: []workflows.StepRecord{{Name: activities.NameEject}, {Name: activities.NameChangeMedium, Restore: true}}}
+	restoreFailed := workflows.ChangeMediumResult{Outcome: workflows.OutcomeRestoreFailed, Kind: activities.KindStubdom,
+		Steps: []workflows.StepRecord{{Name: activities.NameAttachVBD, Restore: true}}}
+	tests := []struct {
+		name   string
+		result any
+		err    error
+		want   metrics.SwapEnd
+		wantOK bool
+	}{
+		{"changed", workflows.ChangeMediumResult{Outcome: workflows.OutcomeChanged, Kind: activities.KindStubdom}, nil,
+			metrics.SwapEnd{Outcome: "changed", Kind: "stubdom"}, true},
+		{"restored, in the error", nil, temporal.NewApplicationError("fdset gone", workflows.ErrSwapFailedRestored, restoredRes),
+			metrics.SwapEnd{Outcome: "failed-restored", Kind: "dom0", Restored: true}, true},
+		{"restore failed", nil, temporal.NewApplicationError("stuck", workflows.ErrRestoreFailed, restoreFailed),
+			metrics.SwapEnd{Outcome: "restore-failed", Kind: "stubdom", RestoreFailed: true}, true},
+		{"canceled without a result", nil, temporal.NewCanceledError(), metrics.SwapEnd{Outcome: "canceled"}, true},
+		{"a plain error", nil, errors.New("panic"), metrics.SwapEnd{Outcome: "error"}, true},
+		{"no outcome", activities.ResolveDriveResult{}, nil, metrics.SwapEnd{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := swapEnd(tt.result, tt.err)
+			assert.Equal(t, tt.wantOK, ok)
+			assert.Equal(t, tt.want, got, "swapEnd(%v, %v)", tt.result, tt.err)
+		})
+	}
 }

@@ -36,6 +36,14 @@ type ChangeMediumInput struct {
 	// Requester, Reason and Ticket say who asked and why; the starter also puts them in
 	// the memo.
 	Requester, Reason, Ticket string
+	// RequesterSource says how Requester was learned: "mtls" (the client certificate's
+	// subject), "api-key-jwt-unverified" (the API key's sub claim, read without checking
+	// its signature), "api-key" (an opaque API key), "flag" (--requester on a plain
+	// connection) or "os" (the OS account); "" in runs started before it existed.
+	RequesterSource string `json:",omitempty"`
+	// BatchID is the id of the batch (FleetSwap) this swap belongs to, "" for a swap a
+	// person started alone; it goes into the CdswapBatch search attribute and the memo.
+	BatchID string `json:",omitempty"`
 }
 
 // ChangeMediumResult is what a ChangeMedium run did. A successful run returns it; a failed

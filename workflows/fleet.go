@@ -366,14 +366,15 @@ func (f *fleet) childOptions(in ChangeMediumInput) workflow.ChildWorkflowOptions
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		WaitForCancellation:   true,
 		Memo:                  so.Memo,
-		TypedSearchAttributes: temporal.NewSearchAttributes(so.TypedSearchAttributes.Copy(), CdswapBatch.ValueSet(f.in.Batch)),
+		TypedSearchAttributes: so.TypedSearchAttributes, // CdswapBatch among them, from in.BatchID
 	}
 }
 
 // changeInput is the ChangeMedium request of a drive of the batch.
 func (f *fleet) changeInput(d FleetDrive) ChangeMediumInput {
 	in := ChangeMediumInput{Host: d.Host, Domain: d.Domain, DomID: d.DomID, Vdev: d.Vdev, Medium: d.Medium,
-		Format: d.Format, Force: f.in.Force, Requester: f.in.Requester, Reason: f.in.Reason, Ticket: f.in.Ticket}
+		Format: d.Format, Force: f.in.Force, Requester: f.in.Requester, Reason: f.in.Reason, Ticket: f.in.Ticket,
+		BatchID: f.in.Batch}
 	if in.Medium != "" && in.Format == "" {
 		in.Format = activities.FormatRaw
 	}

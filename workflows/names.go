@@ -118,8 +118,11 @@ func SearchAttributeKeys() []temporal.SearchAttributeKeyKeyword {
 		CdswapRequester, CdswapTicket, CdswapBatch}
 }
 
-// StartAttributes are the search attributes a ChangeMedium run starts with. An eject has
-// CdswapMedium "", a path longer than MaxKeyword its beginning (KeywordMedium).
+// StartAttributes are the search attributes a ChangeMedium run starts with: the drive, the
+// medium, who asked, the ticket, the batch ("" for a swap started alone) and CdswapOutcome
+// "running". An eject has CdswapMedium "", a path longer than MaxKeyword its beginning
+// (KeywordMedium); the input keeps the whole path. A FleetSwap starting a swap as its child
+// passes the same attributes in its ChildWorkflowOptions, with in.BatchID set.
 func StartAttributes(in ChangeMediumInput) temporal.SearchAttributes {
 	return temporal.NewSearchAttributes(
 		CdswapHost.ValueSet(in.Host),
@@ -127,17 +130,47 @@ func StartAttributes(in ChangeMediumInput) temporal.SearchAttributes {
 		CdswapVdev.ValueSet(in.Vdev),
 		CdswapMedium.ValueSet(KeywordMedium(in.Medium)),
 		CdswapOutcome.ValueSet(string(OutcomeRunning)),
+		CdswapRequester.ValueSet(in.Requester),
+		CdswapTicket.ValueSet(in.Ticket),
+		CdswapBatch.ValueSet(in.BatchID),
 	)
 }
 
-// Memo is the memo a ChangeMedium run starts with: who asked, why, and the ticket.
+// Memo keys of a ChangeMedium run (Memo), which the audit commands read back.
+const (
+	MemoRequester       = "requester"
+	MemoRequesterSource = "requester_source"
+	MemoReason          = "reason"
+	MemoTicket          = "ticket"
+	MemoBatch           = "batch"
+)
+
+// Memo is the memo a ChangeMedium run starts with: who asked and how that was learned
+// (requester_source: "mtls", "api-key"... as ChangeMediumInput.RequesterSource), why, the
+// ticket, and the batch when the swap is part of one.
 func Memo(in ChangeMediumInput) map[string]any {
-	return map[string]any{"requester": in.Requester, "reason": in.Reason, "ticket": in.Ticket}
+	m := map[string]any{MemoRequester: in.Requester, MemoReason: in.Reason, MemoTicket: in.Ticket}
+	if in.RequesterSource != "" {
+		m[MemoRequesterSource] = in.RequesterSource
+	}
+	if in.BatchID != "" {
+		m[MemoBatch] = in.BatchID
+	}
+	return m
+}
+
+// checkRequesterSource checks ChangeMediumInput.RequesterSource: "" or a short name.
+func checkRequesterSource(s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkName(FieldRequesterSource, s, 32)
 }
 
 // StartOptions are the options to start a ChangeMedium run with: its id (a second run for a
 // drive that has one running is refused), the host's task queue, a short workflow task
-// timeout (WorkflowTaskTimeout), the memo and the search attributes.
+// timeout (WorkflowTaskTimeout), the memo and the search attributes (StartAttributes, with
+// in.BatchID in CdswapBatch).
 func StartOptions(in ChangeMediumInput) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                       WorkflowID(in.Host, in.DomID, in.Vdev),

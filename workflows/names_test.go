@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -105,11 +106,28 @@ func TestStartOptions(t *testing.T) {
 	}{
 		{workflows.CdswapHost, testHost}, {workflows.CdswapDomain, testDomain}, {workflows.CdswapVdev, testVdev},
 		{workflows.CdswapMedium, newISO}, {workflows.CdswapOutcome, "running"},
+		{workflows.CdswapRequester, "alice"}, {workflows.CdswapTicket, "OPS-1"}, {workflows.CdswapBatch, ""},
 	} {
 		got, ok := o.TypedSearchAttributes.GetKeyword(k.key)
 		assert.True(t, ok, "attribute %s not set", k.key.GetName())
 		assert.Equal(t, k.want, got, "attribute %s", k.key.GetName())
 	}
+	// A swap of a batch, by an authenticated requester, says so in its memo and attributes.
+	in.BatchID, in.RequesterSource = "batch-42", "mtls"
+	o = workflows.StartOptions(in)
+	assert.Equal(t, map[string]any{"requester": "alice", "requester_source": "mtls", "reason": "monthly ISO", "ticket": "OPS-1",
+		"batch": "batch-42"}, o.Memo)
+	got, _ := o.TypedSearchAttributes.GetKeyword(workflows.CdswapBatch)
+	assert.Equal(t, "batch-42", got)
+	// The new fields leave an older input's JSON as it was, and an older input still decodes.
+	in.BatchID, in.RequesterSource = "", ""
+	data, err := json.Marshal(in)
+	require.NoError(t, err)
+	assert.NotContains(t, string(data), "BatchID")
+	assert.NotContains(t, string(data), "RequesterSource")
+	var back workflows.ChangeMediumInput
+	require.NoError(t, json.Unmarshal([]byte(`{"Host":"h1","Vdev":"hdc","Requester":"bob"}`), &back))
+	assert.Equal(t, workflows.ChangeMediumInput{Host: "h1", Vdev: "hdc", Requester: "bob"}, back)
 	var names []string
 	for _, k := range workflows.SearchAttributeKeys() {
 		names = append(names, k.GetName())

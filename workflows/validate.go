@@ -26,6 +26,8 @@ const (
 	MaxRequester = 256
 	MaxReason    = 1024
 	MaxTicket    = 128
+	// MaxBatchID bounds a batch id: it is a search attribute and prefixes its swaps' ids.
+	MaxBatchID = 200
 	// MaxKeyword is Temporal's size limit of a Keyword search attribute's value (2,048
 	// bytes of its JSON payload, quotes and escapes included): CdswapMedium keeps at most
 	// that much of the path (KeywordMedium).
@@ -47,6 +49,9 @@ const (
 	FieldRequester = "requester"
 	FieldReason    = "reason"
 	FieldTicket    = "ticket"
+	FieldBatch     = "batch"
+	// FieldRequesterSource names ChangeMediumInput.RequesterSource.
+	FieldRequesterSource = "requester-source"
 )
 
 // InputError is a field of a request that breaks a limit of this file.
@@ -75,6 +80,8 @@ func Validate(in ChangeMediumInput) error {
 		checkText(FieldRequester, in.Requester, MaxRequester, false),
 		checkText(FieldReason, in.Reason, MaxReason, true),
 		checkText(FieldTicket, in.Ticket, MaxTicket, false),
+		checkText(FieldBatch, in.BatchID, MaxBatchID, false),
+		checkRequesterSource(in.RequesterSource),
 	}
 	if in.Format != "" {
 		checks = append(checks, checkName(FieldFormat, in.Format, MaxVdev))

@@ -60,6 +60,9 @@ func TestValidate(t *testing.T) {
 		{name: "reason not UTF-8", mutate: func(in *workflows.ChangeMediumInput) { in.Reason = "\xc3" }, wantField: "reason", wantText: "not valid UTF-8"},
 		{name: "long requester", mutate: func(in *workflows.ChangeMediumInput) { in.Requester = long(257) }, wantField: "requester", wantText: "at most 256"},
 		{name: "requester with CSI", mutate: func(in *workflows.ChangeMediumInput) { in.Requester = "bob\u009b" }, wantField: "requester"},
+		{name: "long batch", mutate: func(in *workflows.ChangeMediumInput) { in.BatchID = long(201) }, wantField: "batch", wantText: "at most 200"},
+		{name: "batch with escapes", mutate: func(in *workflows.ChangeMediumInput) { in.BatchID = "b\x1b]0;x\a" }, wantField: "batch"},
+		{name: "requester source with space", mutate: func(in *workflows.ChangeMediumInput) { in.RequesterSource = "m tls" }, wantField: "requester-source"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

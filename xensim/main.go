@@ -82,6 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 type hostFlags struct {
 	dir        string
 	host       string
+	isos       string
 	domains    int
 	stubdom    int
 	dom0       int
@@ -110,7 +111,8 @@ Fault knobs (--fault [DOMAIN:]KNOB=VALUE, or at run time with xensim ctl):
 ` + xensim.KnobHelp(),
 		Example: `  xensim --dir /tmp/xs0 --domains 4
   xensim --dir /tmp/xs0 --stubdom 2 --trad 1 --qemu fake --fault stubdom-1:never-add-fd=true
-  xensim --dir /tmp/xs0 --json > /tmp/xs0.json &`,
+  xensim --dir /tmp/xs0 --json > /tmp/xs0.json &
+  xensim --dir /tmp/xs1 --host sim1 --isos /tmp/isos & xensim --dir /tmp/xs2 --host sim2 --isos /tmp/isos &`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -124,6 +126,7 @@ Fault knobs (--fault [DOMAIN:]KNOB=VALUE, or at run time with xensim ctl):
 	fl := root.Flags()
 	fl.StringVar(&f.dir, "dir", "", "the host's folder (default /tmp/xensim-<host>)")
 	fl.StringVar(&f.host, "host", xensim.DefaultHostName, "the dom0 host's name, the worker's --host")
+	fl.StringVar(&f.isos, "isos", "", "an ISO library shared with other hosts: its images are made there if missing, and the worker's --iso-root (default <dir>/isos, this host's own)")
 	fl.IntVar(&f.domains, "domains", 0, "number of guests (0: the sum of --stubdom, --dom0 and --trad)")
 	fl.IntVar(&f.stubdom, "stubdom", 0, "guests with qemu-xen in a Linux stub domain")
 	fl.IntVar(&f.dom0, "dom0", 0, "guests with qemu-xen in dom0")
@@ -140,7 +143,7 @@ Fault knobs (--fault [DOMAIN:]KNOB=VALUE, or at run time with xensim ctl):
 
 // config turns the flags into a xensim.Config.
 func (f hostFlags) config(logger *slog.Logger) (xensim.Config, error) {
-	cfg := xensim.Config{Dir: f.dir, HostName: f.host, AgentDelay: f.agentDelay, Logger: logger}
+	cfg := xensim.Config{Dir: f.dir, HostName: f.host, ISODir: f.isos, AgentDelay: f.agentDelay, Logger: logger}
 	if cfg.Dir == "" {
 		cfg.Dir = "/tmp/xensim-" + f.host
 	}

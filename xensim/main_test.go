@@ -341,3 +341,38 @@ func TestBench(t *testing.T) {
 		assert.NoError(t, err, "start time in row %q", lines[i+1])
 	}
 }
+
+// TestSharedISOs starts three xensim processes at once on one --isos library: each serves
+// media from it, and it holds each image once, whole, with no temporary file left.
+func TestSharedISOs(t *testing.T) {
+	bin := buildBinary(t)
+	base := testenv.SocketDir(t)
+	isos := filepath.Join(base, "isos")
+	var hosts []*started
+	for i := range 3 {
+		hosts = append(hosts, startBinary(t, bin, "--dir", filepath.Join(base, fmt.Sprint("h", i)), "--host", fmt.Sprint("sim", i),
+			"--isos", isos, "--json", "--qemu", "fake", "--stubdom", "1"))
+	}
+	for i, s := range hosts {
+		var sum xensim.Summary
+		require.NoError(t, json.NewDecoder(s.stdout).Decode(&sum), "host %d; stderr:\n%s", i, s.stderr.String())
+		assert.Equal(t, isos, sum.ISODir)
+		assert.Contains(t, strings.Join(sum.WorkerFlags, " "), "--iso-root "+isos)
+		for _, p := range sum.ISOs {
+			assert.Equal(t, isos, filepath.Dir(p))
+		}
+		assert.Equal(t, filepath.Join(isos, xensim.DefaultMedium), sum.Domains[0].Medium, "the guest starts with the shared image")
+	}
+	entries, err := os.ReadDir(isos)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{xensim.ISODebian, xensim.ISOTools, xensim.ISORescue, xensim.QCOW2Image}, names, "no temporary file left")
+	for _, s := range hosts {
+		s.stop(t, syscall.SIGTERM)
+	}
+	_, err = os.Stat(filepath.Join(isos, xensim.ISOTools))
+	assert.NoError(t, err, "no host removes the shared library")
+}

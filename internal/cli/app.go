@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"strings"
 	"time"
 
@@ -180,6 +179,7 @@ Every swap records who asked and why; status, history and list read that record 
 		a.newHistoryCmd(),
 		a.newCancelCmd(),
 		a.newListCmd(),
+		a.newAuditCmd(),
 		a.newDevServerCmd(),
 		a.newBatchCmd(),
 	)
@@ -199,24 +199,18 @@ func (a *App) configure(cmd *cobra.Command, conn *temporalclient.Flags, connectT
 	if cfg.ConnectTimeout <= 0 {
 		return usagef("--connect-timeout must be positive, not %s", cfg.ConnectTimeout)
 	}
-	host, _ := os.Hostname()
-	cfg.Identity = fmt.Sprintf("cdswap:%s@%s", a.requester(""), host)
 	a.cfg = cfg
+	host, _ := os.Hostname()
+	// The requester depends on the connection's credentials (requesterOf), so a.cfg first.
+	a.cfg.Identity = fmt.Sprintf("cdswap:%s@%s", a.requester(""), host)
 	return nil
 }
 
-// requester is who asks: the flag, else the user sudo ran as, else $USER.
+// requester is who asks (requesterOf): the identity the connection authenticates as, else
+// the flag, else the user sudo ran as, else $USER.
 func (a *App) requester(flag string) string {
-	for _, v := range []string{flag, a.getenv("SUDO_USER"), a.getenv("USER")} {
-		if v = strings.TrimSpace(v); v != "" {
-			return v
-		}
-	}
-	// Cron jobs and CI runners often have no $USER; the account is still who asked.
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		return u.Username
-	}
-	return "unknown"
+	r, _ := a.requesterOf(flag)
+	return r
 }
 
 // dial connects with a.cfg.

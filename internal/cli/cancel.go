@@ -45,6 +45,9 @@ late, and prints the command that puts the old medium back (exit status 1).`,
 			if err := workflows.ValidateText(workflows.FieldReason, reason, workflows.MaxReason, true); err != nil {
 				return flagError(err)
 			}
+			if err := a.checkRequesterFlag(requester); err != nil {
+				return err
+			}
 			if err := workflows.ValidateText(workflows.FieldRequester, a.requester(requester), workflows.MaxRequester, false); err != nil {
 				return flagError(err)
 			}

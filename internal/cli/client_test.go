@@ -26,8 +26,12 @@ func TestEnvironmentDefaults(t *testing.T) {
 	assert.Equal(t, "ops", app.cfg.Namespace)
 	assert.Equal(t, "secret", app.cfg.APIKey)
 	assert.True(t, app.cfg.NoTLS)
-	assert.Contains(t, app.cfg.Identity, "cdswap:carol@", "sudo's user is the requester")
+	assert.Contains(t, app.cfg.Identity, "cdswap:api-key@", "an API key, not sudo's user, is the requester")
 	assert.Contains(t, stderr.String(), "cannot reach Temporal at 127.0.0.1:1")
+
+	delete(env, "TEMPORAL_API_KEY")
+	assert.Equal(t, ExitFailure, app.Run(t.Context(), []string{"history", "x"}))
+	assert.Contains(t, app.cfg.Identity, "cdswap:carol@", "on a plain connection, sudo's user is the requester")
 }
 
 // TestBadTLSFiles checks that the TLS files' errors (built by internal/temporalclient, whose

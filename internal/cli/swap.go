@@ -59,7 +59,7 @@ at a time); --wait follows it step by step.`
 		fl.StringVar(&f.format, "format", activities.FormatRaw, "image format: raw (stubdom guests take raw only), or qcow2, vpc... for QEMU in dom0")
 	}
 	fl.BoolVar(&f.force, "force", false, "eject even if the guest keeps the tray locked")
-	fl.StringVar(&f.requester, "requester", "", "who asks, for the record (default $SUDO_USER, else $USER)")
+	fl.StringVar(&f.requester, "requester", "", "who asks, for the record, on a connection without a client certificate or API key (default $SUDO_USER, else $USER)")
 	fl.StringVar(&f.reason, "reason", "", "why, for the record")
 	fl.StringVar(&f.ticket, "ticket", "", "ticket or change id, for the record")
 	fl.BoolVar(&f.wait, "wait", false, "follow the swap until it ends, one line per step")
@@ -81,6 +81,9 @@ at a time); --wait follows it step by step.`
 		}
 		if f.timeout <= 0 {
 			return usagef("--timeout must be positive, not %s", f.timeout)
+		}
+		if err := a.checkRequesterFlag(f.requester); err != nil {
+			return err
 		}
 		if err := checkSwap(f, a.requester(f.requester)); err != nil {
 			return err
@@ -159,6 +162,7 @@ func (a *App) changeInput(f swapFlags, drive activities.ResolveDriveResult) work
 		Reason:    f.reason,
 		Ticket:    f.ticket,
 	}
+	_, in.RequesterSource = a.requesterOf(f.requester)
 	if drive.Name != "" {
 		// The name, not a domid that changes on every reboot, goes into the search
 		// attributes: "what changed on web1" must find swaps asked by domid too.

@@ -310,14 +310,14 @@ func TestStatusAndList(t *testing.T) {
 		}
 		s := got.Swaps[0]
 		assert.Equal(c, SwapSummary{WorkflowID: "cdswap-h-list-7-hdc", RunID: s.RunID, Host: "h-list", Domain: "web1", Vdev: "hdc",
-			Medium: newISO, Status: "completed", Outcome: "changed", Requester: "alice", Reason: "monthly update",
+			Medium: newISO, Status: "completed", Outcome: "changed", Requester: "alice", RequesterSource: "os", Reason: "monthly update",
 			Started: s.Started, Ended: s.Ended}, s)
 	}, 20*time.Second, 200*time.Millisecond)
 
 	r = run(t, "list", "--host", "h-list")
 	require.Equal(t, ExitOK, r.code, "stderr %s", r.stderr)
-	assert.Regexp(t, `(?m)^STARTED\s+HOST\s+DOMAIN\s+VDEV\s+MEDIUM\s+OUTCOME\s+REQUESTER\s+REASON\s+TICKET\s+ID$`, r.stdout)
-	assert.Regexp(t, `(?m)\s+h-list\s+web1\s+hdc\s+/isos/new.iso\s+changed\s+alice\s+monthly update\s+-\s+cdswap-h-list-7-hdc$`, r.stdout)
+	assert.Regexp(t, `(?m)^STARTED\s+HOST\s+DOMAIN\s+VDEV\s+MEDIUM\s+OUTCOME\s+REQUESTER\s+REASON\s+TICKET\s+BATCH\s+ID$`, r.stdout)
+	assert.Regexp(t, `(?m)\s+h-list\s+web1\s+hdc\s+/isos/new.iso\s+changed\s+alice\s+monthly update\s+-\s+-\s+cdswap-h-list-7-hdc$`, r.stdout)
 
 	r = run(t, "status", "cdswap-h-nosuch-7-hdc")
 	assert.Equal(t, ExitFailure, r.code)

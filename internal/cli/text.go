@@ -24,6 +24,7 @@ const (
 	colRequester = 24
 	colReason    = 40
 	colTicket    = 24
+	colBatch     = 24
 )
 
 // esc is termtext.Escape: every field a person or another program wrote (medium, domain,

@@ -26,10 +26,15 @@ import (
 
 // writeCert writes a self-signed certificate and its key as PEM files in dir.
 func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	return writeCertFor(t, dir, pkix.Name{CommonName: "cdswap-test"})
+}
+
+// writeCertFor writes a self-signed certificate for subject and its key as PEM files in dir.
+func writeCertFor(t *testing.T, dir string, subject pkix.Name) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cdswap-test"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)

@@ -118,6 +118,12 @@ type Config struct {
 	Dir string
 	// HostName is the dom0 host's name (default DefaultHostName), the worker's --host.
 	HostName string
+	// ISODir is the folder of the ISO images (default DIR/isos, made anew at every start).
+	// Hosts given the same ISODir share one library, as a fleet's shared ISO storage does, so
+	// that one medium path is valid on every host: each makes the images missing there and
+	// leaves those present as they are (another host's guest may be reading them), safely
+	// when several start at once. No host removes it.
+	ISODir string
 	// Domains lists the guests to make, in domid order. When empty, StubdomGuests,
 	// Dom0Guests and TradGuests say how many of each kind; when those are all zero too, one
 	// guest of each kind is made.
@@ -279,6 +285,13 @@ func resolve(cfg Config) (*resolved, []DomainSpec, error) {
 		if err := checkSocketRoom(r.Dir); err != nil {
 			return nil, nil, err
 		}
+	}
+	if r.ISODir != "" {
+		abs, err := filepath.Abs(r.ISODir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ISO folder %q: %v: %w", r.ISODir, err, ErrBadConfig)
+		}
+		r.ISODir = abs
 	}
 	return r, specs, nil
 }

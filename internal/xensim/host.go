@@ -148,7 +148,12 @@ func Start(ctx context.Context, cfg Config) (*Host, error) {
 
 func (h *Host) runDir() string { return filepath.Join(h.dir, "run") }
 func (h *Host) libDir() string { return filepath.Join(h.dir, "lib") }
-func (h *Host) isoDir() string { return filepath.Join(h.dir, "isos") }
+func (h *Host) isoDir() string {
+	if h.cfg.ISODir != "" {
+		return h.cfg.ISODir
+	}
+	return filepath.Join(h.dir, "isos")
+}
 
 func (h *Host) start(ctx context.Context, specs []DomainSpec) error {
 	// Plan first: a host that cannot work must not touch the folder.
@@ -158,7 +163,7 @@ func (h *Host) start(ctx context.Context, specs []DomainSpec) error {
 	if err := h.prepareDir(); err != nil {
 		return err
 	}
-	isos, err := writeISOs(h.isoDir())
+	isos, err := writeISOs(h.isoDir(), h.cfg.ISODir != "")
 	if err != nil {
 		return err
 	}
@@ -581,7 +586,7 @@ func (h *Host) RunDir() string { return h.runDir() }
 // LibDir is libxl's userdata folder of the host (JSON configurations, lock files), DIR/lib.
 func (h *Host) LibDir() string { return h.libDir() }
 
-// ISODir is the folder of the host's ISO images, DIR/isos.
+// ISODir is the folder of the host's ISO images: Config.ISODir, else DIR/isos.
 func (h *Host) ISODir() string { return h.isoDir() }
 
 // ISOs lists the images Start made in DIR/isos.

@@ -45,35 +45,54 @@ var isoSpecs = []isoSpec{
 	}},
 }
 
-// writeISOs makes the images of DIR/isos. Each is written to a new file and renamed into
-// place, so that a loop device left on an old copy never sees its file change.
-func writeISOs(dir string) ([]string, error) {
-	var paths []string
-	for _, s := range isoSpecs {
-		p := filepath.Join(dir, s.name)
-		tmp := p + ".tmp"
-		if err := isofs.Write(tmp, s.volumeID, s.files); err != nil {
-			return nil, fmt.Errorf("make %s: %w", p, err)
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			return nil, fmt.Errorf("make %s: %w", p, err)
-		}
-		paths = append(paths, p)
-	}
+// writeISOs makes the images in dir (DIR/isos, or a library shared with other hosts when
+// shared is set). Each is written to a file of its own and renamed into place, so that a loop
+// device left on an old copy never sees its file change, and two hosts making the same image
+// at once each rename a whole one. In a shared folder an image already there is kept: a guest
+// of another host may hold it.
+func writeISOs(dir string, shared bool) ([]string, error) {
 	// A qcow2 version 3 header (QFI\xfb, version 3, cluster bits 16) padded to one sector:
 	// enough for QEMU's probe and for mediaformat.Detect to call it qcow2.
 	hdr := make([]byte, 512)
 	copy(hdr, "QFI\xfb")
 	hdr[7] = 3
 	hdr[23] = 16
-	p := filepath.Join(dir, QCOW2Image)
-	if err := os.WriteFile(p+".tmp", hdr, 0o644); err != nil {
-		return nil, fmt.Errorf("make %s: %w", p, err)
+	type image struct {
+		name  string
+		write func(path string) error
 	}
-	if err := os.Rename(p+".tmp", p); err != nil {
-		return nil, fmt.Errorf("make %s: %w", p, err)
+	images := make([]image, 0, len(isoSpecs)+1)
+	for _, s := range isoSpecs {
+		images = append(images, image{s.name, func(path string) error { return isofs.Write(path, s.volumeID, s.files) }})
 	}
-	return append(paths, p), nil
+	images = append(images, image{QCOW2Image, func(path string) error { return os.WriteFile(path, hdr, 0o644) }})
+
+	var paths []string
+	for _, img := range images {
+		p := filepath.Join(dir, img.name)
+		paths = append(paths, p)
+		if fi, err := os.Stat(p); shared && err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+			continue
+		}
+		tmp, err := os.CreateTemp(dir, "."+img.name+".*.tmp")
+		if err != nil {
+			return nil, fmt.Errorf("make %s: %w", p, err)
+		}
+		tmp.Close()
+		if err := img.write(tmp.Name()); err != nil {
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("make %s: %w", p, err)
+		}
+		if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("make %s: %w", p, err)
+		}
+		if err := os.Rename(tmp.Name(), p); err != nil {
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("make %s: %w", p, err)
+		}
+	}
+	return paths, nil
 }
 
 // domainUUID derives a stable uuid from the host and domain names, so that a restarted host
