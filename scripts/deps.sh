@@ -3,18 +3,37 @@
 # missing. As root it installs Debian's qemu-system-x86 (real QEMU for the QMP tests and the
 # simulated guests) and xenstore-utils (the C libxenstore clients the tests point at our
 # xenstored), and builds the Temporal CLI dev server once into a cache folder.
+# --cluster also installs Debian's postgresql and docker-compose (which only validates
+# docker-compose.temporal.yml here) and builds the Temporal server, its SQL schema tool and the
+# Web UI server once (scripts/cluster-versions.env pins them), for `make cluster`.
 # With CI=true anything missing is an error, never a skip.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=cluster-versions.env
+. scripts/cluster-versions.env
 
 TEMPORAL_CLI_VERSION=${TEMPORAL_CLI_VERSION:-v1.5.1}
 CACHE=${CDSWAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cdswap}
 TEMPORAL_BIN="$CACHE/bin/temporal-$TEMPORAL_CLI_VERSION/temporal"
+SERVER_DIR="$CACHE/bin/temporal-server-$TEMPORAL_SERVER_VERSION"
+UI_DIR="$CACHE/bin/ui-server-$TEMPORAL_UI_VERSION"
 want_temporal=0
-[ "${1:-}" = "--temporal" ] && want_temporal=1
+want_cluster=0
+for arg in "$@"; do
+  case $arg in
+    --temporal) want_temporal=1 ;;
+    --cluster) want_cluster=1 ;;
+    *) echo "usage: $0 [--temporal] [--cluster]" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v xenstore-read >/dev/null || missing+=(xenstore-utils)
+if [ $want_cluster = 1 ]; then
+  [ -x "/usr/lib/postgresql/$POSTGRESQL_VERSION/bin/postgres" ] || missing+=(postgresql)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -34,6 +53,34 @@ if [ $want_temporal = 1 ] && [ ! -x "$TEMPORAL_BIN" ]; then
   mkdir -p "$(dirname "$TEMPORAL_BIN")"
   # Built from its own go.mod, outside our module: the server cannot share a module with SDK v1.51.0.
   (cd "$(mktemp -d)" && GOFLAGS= GOBIN="$(dirname "$TEMPORAL_BIN")" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION")
+fi
+# goinstall BINDIR PACKAGE@VERSION NAME builds a tool from its own go.mod, outside our module
+# (the server cannot share a module with SDK v1.51.0), into BINDIR/NAME.
+goinstall() {
+  local dir=$1 pkg=$2 name=$3 tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && GOFLAGS= GOBIN="$tmp/bin" go install "$pkg")
+  mkdir -p "$dir"
+  mv "$tmp/bin/$(basename "${pkg%@*}")" "$dir/$name"
+  rm -rf "$tmp"
+}
+if [ $want_cluster = 1 ]; then
+  if [ ! -x "$SERVER_DIR/server" ] || [ ! -x "$SERVER_DIR/sql" ] || [ ! -d "$SERVER_DIR/schema" ]; then
+    echo "deps: building the Temporal server $TEMPORAL_SERVER_VERSION and its SQL tool into $SERVER_DIR (once; about 4 minutes each on 2 cores)"
+    goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" server
+    goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" sql
+    # The schema files ship in the module, not in the binaries.
+    mod=$(cd "$(mktemp -d)" && GOFLAGS= go mod download -json "go.temporal.io/server@$TEMPORAL_SERVER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -d "$mod/schema/postgresql/v12" ] || { echo "deps: no schema/postgresql/v12 in the module at $mod" >&2; exit 1; }
+    rm -rf "$SERVER_DIR/schema"
+    mkdir -p "$SERVER_DIR/schema/postgresql"
+    cp -r "$mod/schema/postgresql/v12" "$SERVER_DIR/schema/postgresql/"
+    chmod -R u+w "$SERVER_DIR/schema"
+  fi
+  if [ ! -x "$UI_DIR/ui-server" ]; then
+    echo "deps: building the Temporal Web UI server $TEMPORAL_UI_VERSION into $UI_DIR (once; about a minute)"
+    goinstall "$UI_DIR" "github.com/temporalio/ui-server/v2/cmd/server@$TEMPORAL_UI_VERSION" ui-server
+  fi
 fi
 if [ $want_temporal = 1 ]; then
   echo "$TEMPORAL_BIN"
