@@ -462,3 +462,60 @@ func TestClusterDynamicConfig(t *testing.T) {
 		assert.JSONEq(t, string(wantJSON), string(got), "deploy/temporal/dynamicconfig.yaml: %s", key)
 	}
 }
+
+// readVersions reads a KEY=VALUE file such as scripts/cluster-versions.env.
+func readVersions(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestClusterComposeFile checks that docker-compose.temporal.yml, which is validated but not
+// run here, describes the cluster scripts/cluster.sh runs: the same server, UI and
+// PostgreSQL versions (scripts/cluster-versions.env), the four services each in its own
+// container with the same dynamic config file, archival on, and cdswap's search attributes.
+func TestClusterComposeFile(t *testing.T) {
+	t.Parallel()
+	versions := readVersions(t, "../scripts/cluster-versions.env")
+	b, err := os.ReadFile("../docker-compose.temporal.yml")
+	require.NoError(t, err)
+	var compose struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Environment map[string]string `yaml:"environment"`
+			Volumes     []string          `yaml:"volumes"`
+			Command     []string          `yaml:"command"`
+		} `yaml:"services"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &compose))
+	server := "temporalio/server:" + strings.TrimPrefix(versions["TEMPORAL_SERVER_VERSION"], "v")
+	for _, svc := range []string{"frontend", "history", "matching", "worker"} {
+		s, ok := compose.Services[svc]
+		if !assert.True(t, ok, "docker-compose.temporal.yml has no %s service", svc) {
+			continue
+		}
+		assert.Equal(t, server, s.Image, "image of %s", svc)
+		assert.Equal(t, svc, s.Environment["SERVICES"], "SERVICES of %s", svc)
+		dc := s.Environment["DYNAMIC_CONFIG_FILE_PATH"]
+		assert.Contains(t, s.Volumes, "./deploy/temporal/dynamicconfig.yaml:"+dc+":ro", "%s must load deploy/temporal/dynamicconfig.yaml", svc)
+	}
+	admin := "temporalio/admin-tools:" + strings.TrimPrefix(versions["TEMPORAL_SERVER_VERSION"], "v")
+	assert.Equal(t, admin, compose.Services["temporal-schema"].Image)
+	assert.Equal(t, admin, compose.Services["temporal-namespace"].Image)
+	assert.Equal(t, "temporalio/ui:"+strings.TrimPrefix(versions["TEMPORAL_UI_VERSION"], "v"), compose.Services["temporal-ui"].Image)
+	assert.Equal(t, "postgres:"+versions["POSTGRESQL_VERSION"], compose.Services["postgresql"].Image)
+
+	setup := strings.Join(compose.Services["temporal-namespace"].Command, "\n")
+	assert.Equal(t, 2, strings.Count(setup, "-archival-state enabled"), "the namespace must archive histories and visibility: %s", setup)
+	for _, k := range workflows.SearchAttributeKeys() {
+		assert.Contains(t, setup, k.GetName(), "docker-compose.temporal.yml does not register search attribute %s", k.GetName())
+	}
+}

@@ -261,9 +261,10 @@ setup_postgres() {
       touch "$DIR/pg/$db.created"
     fi
   done
-  sql_tool --db temporal update-schema -d "$SERVER_DIR/schema/postgresql/v12/temporal/versioned" >>"$LOGS/schema.log" 2>&1 ||
+  # The SQL tool carries the server's schemas (--schema-name), so they match the server.
+  sql_tool --db temporal update-schema --schema-name postgresql/v12/temporal >>"$LOGS/schema.log" 2>&1 ||
     die "update the schema of temporal (log: $LOGS/schema.log)"
-  sql_tool --db temporal_visibility update-schema -d "$SERVER_DIR/schema/postgresql/v12/visibility/versioned" >>"$LOGS/schema.log" 2>&1 ||
+  sql_tool --db temporal_visibility update-schema --schema-name postgresql/v12/visibility >>"$LOGS/schema.log" 2>&1 ||
     die "update the schema of temporal_visibility (log: $LOGS/schema.log)"
 }
 
@@ -359,7 +360,7 @@ stop_all() {
 # check dies saying what to install if something the cluster needs is missing, or if the
 # server finds a wrong key or type in the dynamic config.
 check() {
-  [ -x "$SERVER_DIR/server" ] && [ -x "$SERVER_DIR/sql" ] && [ -d "$SERVER_DIR/schema" ] ||
+  [ -x "$SERVER_DIR/server" ] && [ -x "$SERVER_DIR/sql" ] ||
     die "the Temporal server $TEMPORAL_SERVER_VERSION is not built in $SERVER_DIR: run ./scripts/deps.sh --cluster (make deps-cluster; about 10 minutes once)"
   [ -x "$TEMPORAL_CLI" ] || die "the Temporal CLI is not built at $TEMPORAL_CLI: run ./scripts/deps.sh --temporal (make deps)"
   [ -x "$PGBIN/postgres" ] || die "PostgreSQL $POSTGRESQL_VERSION is not installed in $PGBIN: run ./scripts/deps.sh --cluster as root (apt-get install postgresql)"

@@ -65,17 +65,10 @@ goinstall() {
   rm -rf "$tmp"
 }
 if [ $want_cluster = 1 ]; then
-  if [ ! -x "$SERVER_DIR/server" ] || [ ! -x "$SERVER_DIR/sql" ] || [ ! -d "$SERVER_DIR/schema" ]; then
+  if [ ! -x "$SERVER_DIR/server" ] || [ ! -x "$SERVER_DIR/sql" ]; then
     echo "deps: building the Temporal server $TEMPORAL_SERVER_VERSION and its SQL tool into $SERVER_DIR (once; about 4 minutes each on 2 cores)"
     goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" server
     goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" sql
-    # The schema files ship in the module, not in the binaries.
-    mod=$(cd "$(mktemp -d)" && GOFLAGS= go mod download -json "go.temporal.io/server@$TEMPORAL_SERVER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    [ -d "$mod/schema/postgresql/v12" ] || { echo "deps: no schema/postgresql/v12 in the module at $mod" >&2; exit 1; }
-    rm -rf "$SERVER_DIR/schema"
-    mkdir -p "$SERVER_DIR/schema/postgresql"
-    cp -r "$mod/schema/postgresql/v12" "$SERVER_DIR/schema/postgresql/"
-    chmod -R u+w "$SERVER_DIR/schema"
   fi
   if [ ! -x "$UI_DIR/ui-server" ]; then
     echo "deps: building the Temporal Web UI server $TEMPORAL_UI_VERSION into $UI_DIR (once; about a minute)"
