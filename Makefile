@@ -45,14 +45,22 @@ cluster-stop: ## Stop the cluster `make cluster` started
 test-cluster: deps-cluster ## Run the cluster test: swaps on 3 hosts, faults (history, matching, PostgreSQL, workers), archival
 	$(GO) test -race -count=1 -timeout 10m -run '^TestCluster' -v ./integration
 
-.PHONY: compose-check
-compose-check: ## Validate docker-compose.temporal.yml with docker-compose (no engine needed)
+.PHONY: deploy-check
+deploy-check: ## Validate docker-compose.temporal.yml (docker-compose config, no engine needed) and the systemd unit
 	@if command -v docker-compose >/dev/null; then \
 	  docker-compose -f docker-compose.temporal.yml config -q && echo "docker-compose.temporal.yml: valid"; \
 	elif [ "$$CI" = true ]; then \
 	  echo "docker-compose is missing (make deps-cluster installs it)" >&2; exit 1; \
 	else \
 	  echo "docker-compose.temporal.yml not checked: no docker-compose (make deps-cluster installs it)"; \
+	fi
+	@if command -v systemd-analyze >/dev/null; then \
+	  d=$$(mktemp -d) && cp deploy/cdswap-worker.env.example $$d/cdswap-worker.env && \
+	  sed -e "s|/usr/local/bin/cdswap-worker|/bin/true|" -e "s|/etc/cdswap/cdswap-worker.env|$$d/cdswap-worker.env|" \
+	    deploy/cdswap-worker.service >$$d/cdswap-worker.service && \
+	  out=$$(systemd-analyze verify $$d/cdswap-worker.service 2>&1); rm -rf $$d; \
+	  if [ -n "$$out" ]; then echo "deploy/cdswap-worker.service: $$out" >&2; exit 1; fi; \
+	  echo "deploy/cdswap-worker.service: valid"; \
 	fi
 
 .PHONY: build
@@ -66,7 +74,7 @@ build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
 TEST_DEPS := deps $(if $(filter true,$(CI)),deps-cluster)
 
 .PHONY: test
-test: $(TEST_DEPS) compose-check ## Run vet, workflowcheck, the whole suite with -race (the cluster test too under CI=true), and a short run of every fuzz target
+test: $(TEST_DEPS) deploy-check ## Run vet, workflowcheck, the whole suite with -race (the cluster test too under CI=true), and a short run of every fuzz target
 	$(GO) vet ./...
 	$(GO) run $(WORKFLOWCHECK) ./workflows/...
 	$(GO) test -race -count=1 -timeout 12m ./...
