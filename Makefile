@@ -103,6 +103,10 @@ histories: deps ## Re-record workflows/testdata/histories from real runs on the 
 bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMARKS.md)
 	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
 
+.PHONY: bench-cluster
+bench-cluster: deps-cluster ## Single swaps and bursts on the dev server, then on make cluster's cluster (the table in BENCHMARKS.md)
+	$(GO) test ./integration -run TestClusterLatencyReport -count=1 -v -args -report -swaps 50
+
 .PHONY: lint
 lint: ## gofmt, go vet and workflowcheck (workflows use deterministic APIs only)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
