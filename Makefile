@@ -43,7 +43,7 @@ cluster-stop: ## Stop the cluster `make cluster` started
 
 .PHONY: test-cluster
 test-cluster: deps-cluster ## Run the cluster test: swaps on 3 hosts, faults (history, matching, PostgreSQL, workers), archival
-	$(GO) test -race -count=1 -timeout 10m -run '^TestCluster' -v ./integration
+	$(GO) test -race -count=1 -timeout 10m -run '^TestCluster(|DynamicConfig|ComposeFile)$$' -v ./integration
 
 .PHONY: deploy-check
 deploy-check: ## Validate docker-compose.temporal.yml (docker-compose config, no engine needed) and the systemd unit
@@ -114,5 +114,5 @@ lint: ## gofmt, go vet and workflowcheck (workflows use deterministic APIs only)
 	$(GO) run $(WORKFLOWCHECK) ./workflows/...
 
 .PHONY: demo
-demo: deps ## Run the main job end to end on a simulated Xen host (see README)
+demo: deps $(if $(filter 1,$(CDSWAP_CLUSTER)),deps-cluster) ## Run the main job end to end on a simulated Xen host (see README); CDSWAP_CLUSTER=1 on make cluster's cluster
 	./scripts/demo.sh

@@ -70,16 +70,14 @@ declare -A METRICS_PORT=([frontend]=$((BASE + 11)) [history]=$((BASE + 12)) [mat
 say() { echo "cluster: $*" >&2; }
 die() { echo "cluster: $*" >&2; exit 1; }
 
-# as_postgres runs a PostgreSQL program as the postgres user when we are root (PostgreSQL
+# AS_POSTGRES runs a PostgreSQL program as the postgres user when we are root (PostgreSQL
 # refuses to run as root), as ourselves otherwise. It dies with its parent (--pdeathsig), so
-# a killed `up` leaves no postmaster behind.
-as_postgres() {
-  if [ "$(id -u)" = 0 ]; then
-    setpriv --reuid=postgres --regid=postgres --clear-groups --pdeathsig=KILL -- "$@"
-  else
-    setpriv --pdeathsig=KILL -- "$@"
-  fi
-}
+# a killed `up` leaves no postmaster behind: an array, not a function, so that `&` runs the
+# program itself as our child, not a subshell that would outlive us.
+AS_POSTGRES=(setpriv --pdeathsig=KILL --)
+if [ "$(id -u)" = 0 ]; then
+  AS_POSTGRES=(setpriv --reuid=postgres --regid=postgres --clear-groups --pdeathsig=KILL --)
+fi
 
 pidfile() { echo "$RUN/$1.pid"; }
 pid_of() { cat "$(pidfile "$1")" 2>/dev/null || true; }
@@ -203,7 +201,7 @@ start_service() {
   local svc=$1
   case $svc in
     postgres)
-      as_postgres "$PGBIN/postgres" -D "$PGDATA" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
+      "${AS_POSTGRES[@]}" "$PGBIN/postgres" -D "$PGDATA" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
         -c unix_socket_directories= -c max_connections=200 >>"$LOGS/postgres.log" 2>&1 &
       ;;
     ui)
@@ -245,7 +243,7 @@ setup_postgres() {
     chmod 700 "$PGDATA"
     echo temporal >"$DIR/pg/pwfile"
     if [ "$(id -u)" = 0 ]; then chown -R postgres: "$DIR/pg"; fi
-    as_postgres "$PGBIN/initdb" -D "$PGDATA" -U temporal --pwfile="$DIR/pg/pwfile" \
+    "${AS_POSTGRES[@]}" "$PGBIN/initdb" -D "$PGDATA" -U temporal --pwfile="$DIR/pg/pwfile" \
       --auth-host=scram-sha-256 --auth-local=peer -E UTF8 >>"$LOGS/postgres.log" 2>&1 ||
       die "initdb failed (log: $LOGS/postgres.log)"
     rm -f "$DIR/pg/pwfile"
@@ -337,7 +335,7 @@ stop_service() { # svc signal
   pid=$(pid_of "$svc")
   [ -n "$pid" ] || return 0
   if [ "$svc" = postgres ] && [ "$sig" != KILL ]; then
-    as_postgres "$PGBIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t 60 >/dev/null 2>&1 || kill -KILL "$pid" 2>/dev/null || true
+    "${AS_POSTGRES[@]}" "$PGBIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t 60 >/dev/null 2>&1 || kill -KILL "$pid" 2>/dev/null || true
   else
     kill "-$sig" "$pid" 2>/dev/null || true
   fi
