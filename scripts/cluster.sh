@@ -41,9 +41,8 @@ TEMPORAL_CLI=${CDSWAP_TEMPORAL_CLI:-$CACHE/bin/temporal-${TEMPORAL_CLI_VERSION:-
 PGBIN=/usr/lib/postgresql/$POSTGRESQL_VERSION/bin
 DYNAMIC_CONFIG=$REPO/deploy/temporal/dynamicconfig.yaml
 
-DIR=${CLUSTER_DIR:-$REPO/.cluster}
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd) # the server resolves relative paths against its working directory
+# Absolute: the server resolves relative paths against its working directory.
+DIR=$(realpath -m "${CLUSTER_DIR:-$REPO/.cluster}")
 RUN=$DIR/run
 LOGS=$DIR/logs
 PGDATA=$DIR/pg/data

@@ -66,7 +66,7 @@ goinstall() {
 }
 if [ $want_cluster = 1 ]; then
   if [ ! -x "$SERVER_DIR/server" ] || [ ! -x "$SERVER_DIR/sql" ]; then
-    echo "deps: building the Temporal server $TEMPORAL_SERVER_VERSION and its SQL tool into $SERVER_DIR (once; about 4 minutes each on 2 cores)"
+    echo "deps: building the Temporal server $TEMPORAL_SERVER_VERSION and its SQL tool into $SERVER_DIR (once; about 10 minutes on 2 cores)"
     goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" server
     goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" sql
   fi

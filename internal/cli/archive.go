@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 )
@@ -36,6 +38,10 @@ func fetchArchivedHistory(ctx context.Context, c client.Client, id, runID string
 		}
 	}
 	events, err := readEvents(ctx, c, id, runID)
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return nil, false, nil // not archived (or the archive does not keep it any more)
+	}
 	if err != nil {
 		return nil, true, fmt.Errorf("read the archived history of %s (run %s): %w", id, runID, err)
 	}
