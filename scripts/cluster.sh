@@ -29,6 +29,9 @@
 # CLUSTER_UI=0 to run without the Web UI; CLUSTER_LOG_LEVEL (default warn).
 # The binaries are built once by `scripts/deps.sh --cluster` (make deps-cluster).
 set -euo pipefail
+# Absolute, and resolved where we were called: the server resolves relative paths against
+# its own working directory.
+DIR=$(realpath -m "${CLUSTER_DIR:-$(dirname "$0")/../.cluster}")
 cd "$(dirname "$0")/.."
 REPO=$PWD
 # shellcheck source=cluster-versions.env
@@ -41,8 +44,6 @@ TEMPORAL_CLI=${CDSWAP_TEMPORAL_CLI:-$CACHE/bin/temporal-${TEMPORAL_CLI_VERSION:-
 PGBIN=/usr/lib/postgresql/$POSTGRESQL_VERSION/bin
 DYNAMIC_CONFIG=$REPO/deploy/temporal/dynamicconfig.yaml
 
-# Absolute: the server resolves relative paths against its working directory.
-DIR=$(realpath -m "${CLUSTER_DIR:-$REPO/.cluster}")
 RUN=$DIR/run
 LOGS=$DIR/logs
 PGDATA=$DIR/pg/data
@@ -432,6 +433,10 @@ case $cmd in
       kill -TERM "$pid"
       for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
       die "the cluster (pid $pid) did not stop within 60 s"
+    fi
+    if ! compgen -G "$RUN/*.pid" >/dev/null; then
+      say "no cluster runs from $DIR"
+      exit 0
     fi
     stop_all # leftovers of an `up` that was killed
     ;;
