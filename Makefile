@@ -28,11 +28,45 @@ FUZZ_TIME ?= 4s
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install Debian's qemu-system-x86 and xenstore-utils (as root) and build the Temporal CLI once
 	@./scripts/deps.sh --temporal >/dev/null
+
+.PHONY: deps-cluster
+deps-cluster: ## Also install PostgreSQL and docker-compose (as root) and build the Temporal server, SQL tool and Web UI once
+	@./scripts/deps.sh --temporal --cluster >/dev/null
+
+.PHONY: cluster
+cluster: deps-cluster ## Run a real Temporal cluster here (PostgreSQL, 4 services, archival, UI) until Ctrl-C; state in .cluster/
+	./scripts/cluster.sh up
+
+.PHONY: cluster-stop
+cluster-stop: ## Stop the cluster `make cluster` started
+	./scripts/cluster.sh down
+
+.PHONY: test-cluster
+test-cluster: deps-cluster ## Run the cluster test: swaps on 3 hosts, faults (history, matching, PostgreSQL, workers), archival
+	$(GO) test -race -count=1 -timeout 10m -run '^TestCluster(|DynamicConfig|ComposeFile)$$' -v ./integration
+
+.PHONY: deploy-check
+deploy-check: ## Validate docker-compose.temporal.yml (docker-compose config, no engine needed) and the systemd unit
+	@if command -v docker-compose >/dev/null; then \
+	  docker-compose -f docker-compose.temporal.yml config -q && echo "docker-compose.temporal.yml: valid"; \
+	elif [ "$$CI" = true ]; then \
+	  echo "docker-compose is missing (make deps-cluster installs it)" >&2; exit 1; \
+	else \
+	  echo "docker-compose.temporal.yml not checked: no docker-compose (make deps-cluster installs it)"; \
+	fi
+	@if command -v systemd-analyze >/dev/null; then \
+	  d=$$(mktemp -d) && cp deploy/cdswap-worker.env.example $$d/cdswap-worker.env && \
+	  sed -e "s|/usr/local/bin/cdswap-worker|/bin/true|" -e "s|/etc/cdswap/cdswap-worker.env|$$d/cdswap-worker.env|" \
+	    deploy/cdswap-worker.service >$$d/cdswap-worker.service && \
+	  out=$$(systemd-analyze verify $$d/cdswap-worker.service 2>&1); rm -rf $$d; \
+	  if [ -n "$$out" ]; then echo "deploy/cdswap-worker.service: $$out" >&2; exit 1; fi; \
+	  echo "deploy/cdswap-worker.service: valid"; \
+	fi
 
 .PHONY: build
 build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
@@ -40,8 +74,12 @@ build: ## Build the binaries into bin/ (cdswap, cdswap-worker, xensim)
 	$(GO) build -o bin/cdswap-worker ./worker
 	$(GO) build -o bin/xensim ./xensim
 
+# Under CI=true the suite includes the cluster test (integration TestCluster), which must not
+# skip: build what it needs first.
+TEST_DEPS := deps $(if $(filter true,$(CI)),deps-cluster)
+
 .PHONY: test
-test: deps lint ## Run the linters, the whole suite with -race, and a short run of every fuzz target
+test: $(TEST_DEPS) lint deploy-check ## Run the linters, the whole suite with -race (the cluster test too under CI=true), and a short run of every fuzz target
 	$(GO) test -race -count=1 -timeout 12m ./...
 	@for ft in $(FUZZ_TARGETS); do \
 	  pkg=$${ft%%:*}; target=$${ft##*:}; \
@@ -68,6 +106,10 @@ histories: deps ## Re-record workflows/testdata/histories from real runs on the 
 bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMARKS.md)
 	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
 
+.PHONY: bench-cluster
+bench-cluster: deps-cluster ## Single swaps and bursts on the dev server, then on make cluster's cluster (the table in BENCHMARKS.md)
+	$(GO) test ./integration -run TestClusterLatencyReport -count=1 -v -args -report -swaps 50
+
 .PHONY: lint
 lint: ## gofmt, vet, golangci-lint, workflowcheck, go mod tidy, deadcode, and no test-only package in a product binary
 	@./scripts/deps.sh --lint
@@ -81,5 +123,5 @@ lint: ## gofmt, vet, golangci-lint, workflowcheck, go mod tidy, deadcode, and no
 	  test -z "$$bad" || { echo "lint: cdswap or cdswap-worker links a simulator or test-double package:"; echo "$$bad"; exit 1; }
 
 .PHONY: demo
-demo: deps ## Run the main job end to end on a simulated Xen host (see README)
+demo: deps $(if $(filter 1,$(CDSWAP_CLUSTER)),deps-cluster) ## Run the main job end to end on a simulated Xen host (see README); CDSWAP_CLUSTER=1 on make cluster's cluster
 	./scripts/demo.sh

@@ -5,6 +5,8 @@
 # QEMU where installed) and a cdswap-worker for that host; then, on each guest, inserts a
 # medium, inserts another, and ejects, printing each swap's live steps and its history.
 # Everything it started is stopped when it ends or is interrupted.
+# CDSWAP_CLUSTER=1 runs the same demo on a real Temporal cluster (scripts/cluster.sh:
+# PostgreSQL and the four Temporal services as separate processes) instead of the dev server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ BIN=$DEMO/bin
 LOGS=$DEMO/logs
 SIM=$DEMO/xensim
 pids=()
+cluster_pid=
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 stop_all() {
@@ -28,28 +31,48 @@ stop_all() {
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
+  # The cluster last, once nothing uses it (a background script ignores SIGINT: ask it to stop).
+  if [ -n "$cluster_pid" ]; then
+    CLUSTER_DIR=$DEMO/cluster ./scripts/cluster.sh down || kill -KILL "$cluster_pid" 2>/dev/null || true
+  fi
 }
 trap 'stop_all' EXIT
 trap 'echo; echo "demo: interrupted, stopping what it started"; exit 130' INT TERM
 
 mkdir -p "$BIN" "$LOGS"
-rm -rf "$SIM" "$DEMO/temporal.db"  # each demo starts with an empty history
+rm -rf "$SIM" "$DEMO/temporal.db" "$DEMO/cluster" # each demo starts with an empty history
 
 say "Building cdswap, cdswap-worker and xensim"
 go build -o "$BIN/cdswap" ./starter
 go build -o "$BIN/cdswap-worker" ./worker
 go build -o "$BIN/xensim" ./xensim
 
-say "Starting the Temporal dev server (state in $DEMO/temporal.db)"
-"$BIN/cdswap" dev-server --db "$DEMO/temporal.db" --port "$PORT" --ui --ui-port "$UI_PORT" >"$LOGS/temporal.log" 2>&1 &
-pids+=($!)
-export TEMPORAL_ADDRESS=127.0.0.1:$PORT
-for _ in $(seq 300); do
-  grep -q "Web UI" "$LOGS/temporal.log" 2>/dev/null && break
-  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/temporal.log"; echo "demo: the dev server did not start" >&2; exit 1; }
-  sleep 0.2
-done
-cat "$LOGS/temporal.log"
+UI_URL=http://127.0.0.1:$UI_PORT
+if [ "${CDSWAP_CLUSTER:-}" = 1 ]; then
+  say "Starting a Temporal cluster: PostgreSQL, frontend, history, matching, worker (state in $DEMO/cluster)"
+  CLUSTER_DIR=$DEMO/cluster CLUSTER_PORT=$PORT ./scripts/cluster.sh up >"$LOGS/cluster.out" 2>"$LOGS/cluster.log" &
+  cluster_pid=$!
+  for _ in $(seq 600); do
+    grep -q "^TEMPORAL_ADDRESS=" "$LOGS/cluster.out" 2>/dev/null && break
+    kill -0 "$cluster_pid" 2>/dev/null || { cat "$LOGS/cluster.log"; echo "demo: the cluster did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+  export TEMPORAL_ADDRESS
+  TEMPORAL_ADDRESS=$(sed -n 's/^TEMPORAL_ADDRESS=//p' "$LOGS/cluster.out")
+  UI_URL=$(sed -n 's/^TEMPORAL_UI=//p' "$LOGS/cluster.out")
+  cat "$LOGS/cluster.log" "$LOGS/cluster.out"
+else
+  say "Starting the Temporal dev server (state in $DEMO/temporal.db)"
+  "$BIN/cdswap" dev-server --db "$DEMO/temporal.db" --port "$PORT" --ui --ui-port "$UI_PORT" >"$LOGS/temporal.log" 2>&1 &
+  pids+=($!)
+  export TEMPORAL_ADDRESS=127.0.0.1:$PORT
+  for _ in $(seq 300); do
+    grep -q "Web UI" "$LOGS/temporal.log" 2>/dev/null && break
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/temporal.log"; echo "demo: the dev server did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+  cat "$LOGS/temporal.log"
+fi
 
 say "Starting xensim: host $HOST with a stubdom guest and a dom0-QEMU guest"
 "$BIN/xensim" --dir "$SIM" --host "$HOST" --stubdom 1 --dom0 1 >"$LOGS/xensim.out" 2>"$LOGS/xensim.log" &
@@ -111,7 +134,7 @@ for guest in stubdom-1 dom0-1; do
 done
 
 say "Done"
-echo "Temporal Web UI: http://127.0.0.1:$UI_PORT/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"
+echo "Temporal Web UI: $UI_URL/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"
 echo "All swaps: $BIN/cdswap list --host $HOST"
 "$BIN/cdswap" list --host "$HOST"
 if [ "${DEMO_KEEP:-}" = 1 ]; then

@@ -5,6 +5,9 @@
 # xenstored); it builds the pinned Go tools once into a cache folder:
 #   --temporal  the Temporal CLI (its dev server); prints the binary's path
 #   --lint      golangci-lint and deadcode, for make lint
+#   --cluster   also installs Debian's postgresql and docker-compose (which only validates
+#               docker-compose.temporal.yml here) and builds the Temporal server, its SQL
+#               schema tool and the Web UI server, for `make cluster`
 # Versions come from internal/versions/versions.env. With CI=true anything missing is an
 # error, never a skip.
 set -euo pipefail
@@ -14,18 +17,25 @@ source internal/versions/versions.env
 
 CACHE=${CDSWAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cdswap}
 TEMPORAL_BIN="$CACHE/bin/temporal-$TEMPORAL_CLI_VERSION/temporal"
-want_temporal=0 want_lint=0
+SERVER_DIR="$CACHE/bin/temporal-server-$TEMPORAL_SERVER_VERSION"
+UI_DIR="$CACHE/bin/ui-server-$TEMPORAL_UI_VERSION"
+want_temporal=0 want_lint=0 want_cluster=0
 for arg in "$@"; do
   case $arg in
     --temporal) want_temporal=1 ;;
     --lint) want_lint=1 ;;
-    *) echo "deps: unknown option $arg (use --temporal, --lint)" >&2; exit 2 ;;
+    --cluster) want_cluster=1 ;;
+    *) echo "deps: unknown option $arg (use --temporal, --lint, --cluster)" >&2; exit 2 ;;
   esac
 done
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v xenstore-read >/dev/null || missing+=(xenstore-utils)
+if [ $want_cluster = 1 ]; then
+  [ -x "/usr/lib/postgresql/$POSTGRESQL_VERSION/bin/postgres" ] || missing+=(postgresql)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -58,6 +68,27 @@ fi
 if [ $want_lint = 1 ]; then
   go_tool golangci-lint "$GOLANGCI_LINT_VERSION" github.com/golangci/golangci-lint/v2/cmd/golangci-lint
   go_tool deadcode "$DEADCODE_VERSION" golang.org/x/tools/cmd/deadcode
+fi
+# goinstall BINDIR PACKAGE@VERSION NAME builds a tool from its own go.mod, outside our module
+# (the server cannot share a module with SDK v1.51.0), into BINDIR/NAME.
+goinstall() {
+  local dir=$1 pkg=$2 name=$3 tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && GOFLAGS= GOBIN="$tmp/bin" go install "$pkg")
+  mkdir -p "$dir"
+  mv "$tmp/bin/$(basename "${pkg%@*}")" "$dir/$name"
+  rm -rf "$tmp"
+}
+if [ $want_cluster = 1 ]; then
+  if [ ! -x "$SERVER_DIR/server" ] || [ ! -x "$SERVER_DIR/sql" ]; then
+    echo "deps: building the Temporal server $TEMPORAL_SERVER_VERSION and its SQL tool into $SERVER_DIR (once; about 10 minutes on 2 cores)"
+    goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" server
+    goinstall "$SERVER_DIR" "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" sql
+  fi
+  if [ ! -x "$UI_DIR/ui-server" ]; then
+    echo "deps: building the Temporal Web UI server $TEMPORAL_UI_VERSION into $UI_DIR (once; about a minute)"
+    goinstall "$UI_DIR" "github.com/temporalio/ui-server/v2/cmd/server@$TEMPORAL_UI_VERSION" ui-server
+  fi
 fi
 if [ $want_temporal = 1 ]; then
   echo "$TEMPORAL_BIN"

@@ -64,6 +64,9 @@ type History struct {
 	Error *Failure `json:"error,omitempty"`
 	// Action is what a person must do after a failed restore.
 	Action string `json:"action,omitempty"`
+	// Archived is set when the run had left the namespace's primary store and was read
+	// from Temporal's archive.
+	Archived bool `json:"archived,omitempty"`
 }
 
 // Request is the input of a swap.
@@ -178,10 +181,17 @@ type HistoryExtras struct {
 }
 
 // FetchHistory reads one run's event history (runID "" = the latest run of id) and builds
-// its History, asking a running run's worker for its progress (if one answers in time).
+// its History, asking a running run's worker for its progress (if one answers in time). A
+// run no longer in the primary store is read from the namespace's archive, if it has one.
 func FetchHistory(ctx context.Context, c client.Client, id, runID string) (*History, error) {
 	desc, err := describe(ctx, c, id, runID)
 	if err != nil {
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			if h, found, aerr := fetchArchivedHistory(ctx, c, id, runID); found {
+				return h, aerr
+			}
+		}
 		return nil, err
 	}
 	info := desc.GetWorkflowExecutionInfo()
@@ -191,8 +201,17 @@ func FetchHistory(ctx context.Context, c client.Client, id, runID string) (*Hist
 			extras.Progress = &p
 		}
 	}
+	events, err := readEvents(ctx, c, id, extras.RunID)
+	if err != nil {
+		return nil, err
+	}
+	return BuildHistory(events, extras)
+}
+
+// readEvents reads every event of one run, in order.
+func readEvents(ctx context.Context, c client.Client, id, runID string) ([]*historypb.HistoryEvent, error) {
 	var events []*historypb.HistoryEvent
-	it := c.GetWorkflowHistory(ctx, id, extras.RunID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	it := c.GetWorkflowHistory(ctx, id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	for it.HasNext() {
 		ev, err := it.Next()
 		if err != nil {
@@ -200,7 +219,7 @@ func FetchHistory(ctx context.Context, c client.Client, id, runID string) (*Hist
 		}
 		events = append(events, ev)
 	}
-	return BuildHistory(events, extras)
+	return events, nil
 }
 
 // BuildHistory builds a History from the events of one run, in order.
