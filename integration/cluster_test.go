@@ -406,7 +406,7 @@ func checkArchivedHistory(t *testing.T, c *cluster, run client.WorkflowRun) {
 	})
 	require.NoError(t, err)
 	for {
-		_, err := c.client.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
+		_, err := c.client.DescribeWorkflow(ctx, run.GetID(), run.GetRunID())
 		var nf *serviceerror.NotFound
 		if errors.As(err, &nf) {
 			break

@@ -337,7 +337,7 @@ func historyFileName(id, runID string) string {
 	safe := func(s string, limit int) string {
 		b := []byte(s)
 		for i, c := range b {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
 				b[i] = '_'
 			}
 		}

@@ -289,7 +289,7 @@ func resolve(cfg Config) (*resolved, []DomainSpec, error) {
 	if r.ISODir != "" {
 		abs, err := filepath.Abs(r.ISODir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("ISO folder %q: %v: %w", r.ISODir, err, ErrBadConfig)
+			return nil, nil, fmt.Errorf("ISO folder %q: %w: %w", r.ISODir, err, ErrBadConfig)
 		}
 		r.ISODir = abs
 	}
