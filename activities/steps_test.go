@@ -473,7 +473,7 @@ func TestMissingStubdomVBD(t *testing.T) {
 // registers as activities, are exactly the activity names of api.go.
 func TestActivityNames(t *testing.T) {
 	want := []string{NameResolveDrive, NameInspect, NameLock, NameUnlock, NameEject, NameReleaseFdset, NameDetachVBD,
-		NameAttachVBD, NameWaitFdset, NameAddFD, NameChangeMedium, NameRecord, NameVerify}
+		NameAttachVBD, NameWaitFdset, NameAddFD, NameChangeMedium, NameRecord, NameVerify, NameInventory}
 	typ := reflect.TypeOf(&Activities{})
 	var got []string
 	for i := range typ.NumMethod() {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -26,11 +27,31 @@ func (a *App) followBatch(ctx context.Context, c client.Client, id string, w io.
 	var lastLine time.Time
 	tick := time.NewTicker(a.pollInterval())
 	defer tick.Stop()
+	var failingSince time.Time // the first of the polls failing in a row, zero if the last one worked
 	for {
 		p, res, err := a.batchState(ctx, c, id)
-		if err != nil {
+		var ue *userError
+		switch {
+		case err != nil && (errors.As(err, &ue) || ctx.Err() != nil):
 			return workflows.FleetSwapResult{}, err
+		case err != nil:
+			// A progress query can fail for a moment while the batch continues as new, or
+			// while a loaded worker or server is slow to answer: the batch goes on, so only
+			// a failure that lasts is reported.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > followPatience {
+				return workflows.FleetSwapResult{}, err
+			}
+			select {
+			case <-ctx.Done():
+				return workflows.FleetSwapResult{}, ctx.Err()
+			case <-tick.C:
+			}
+			continue
 		}
+		failingSince = time.Time{}
 		if res != nil {
 			if bar != nil {
 				_ = bar.Finish()
@@ -62,6 +83,10 @@ func (a *App) followBatch(ctx context.Context, c client.Client, id string, w io.
 		}
 	}
 }
+
+// followPatience is how long followBatch keeps polling a batch whose progress cannot be
+// read before it gives up and reports why.
+const followPatience = 30 * time.Second
 
 // rateOf is drives per second since the last line, 0 if unknown.
 func rateOf(p, last workflows.FleetProgress, at time.Time) float64 {

@@ -132,6 +132,7 @@ func (h *Host) Register(r Registry) {
 		activities.NameChangeMedium: h.ChangeMedium,
 		activities.NameRecord:       h.Record,
 		activities.NameVerify:       h.Verify,
+		activities.NameInventory:    h.Inventory,
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
@@ -355,4 +356,30 @@ func FailCalls(n int, errType string, retryable bool, msg string) Hook {
 		}
 		return nil
 	}
+}
+
+// Inventory lists the fixture's one drive (web1's hdc, holding OldISO unless EmptyDrive)
+// and checks each medium as Inspect does: inside ISORoot or refused.
+func (h *Host) Inventory(ctx context.Context, in activities.InventoryInput) (activities.InventoryResult, error) {
+	m, err := h.enter(ctx, activities.NameInventory, in)
+	if err != nil {
+		return activities.InventoryResult{}, err
+	}
+	medium := OldISO
+	if h.EmptyDrive {
+		medium = ""
+	}
+	res := activities.InventoryResult{Meta: m, Host: h.name(), Drives: []activities.InventoryDrive{{
+		DomID: DomID, Name: Domain, Vdev: Vdev, DevID: DevID, Kind: h.kind(),
+		Medium: medium, Format: activities.FormatRaw, ConfigMedium: medium,
+	}}}
+	for _, spec := range in.Media {
+		c := activities.MediumCheck{Medium: spec.Medium, Format: spec.Format, Kind: h.kind(), Resolved: spec.Medium}
+		if !strings.HasPrefix(spec.Medium, ISORoot+"/") {
+			c.Resolved, c.ErrorType = "", activities.ErrMediumOutsideRoots
+			c.Error = fmt.Sprintf("medium %s is outside the ISO roots of host %s (%s)", spec.Medium, h.name(), ISORoot)
+		}
+		res.Media = append(res.Media, c)
+	}
+	return res, nil
 }
