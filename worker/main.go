@@ -223,8 +223,9 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		MaxConcurrentActivityTaskPollers: taskPollers,
 		WorkerStopTimeout:                workerStopTimeout,
 		StickyScheduleToStartTimeout:     stickyTimeout,
-		// Heartbeats let the server retry a step whose worker died within seconds.
-		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
+		// Heartbeats let the server retry a regular step whose worker died within seconds
+		// (local steps have none: they run again with their workflow task).
+		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor(), &stepLog{}},
 	})
 	workflows.Register(w)
 	w.RegisterActivity(acts)

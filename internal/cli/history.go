@@ -140,6 +140,11 @@ type Step struct {
 	Name string `json:"name"`
 	// ActivityID is the activity's id in the run.
 	ActivityID string `json:"activity_id,omitempty"`
+	// Local marks a step run as a local activity: the history holds only its end (a
+	// LocalActivity marker, written with the workflow task that ran it), so its start, end
+	// and detail come from the run's step records once the run ended, and its attempts
+	// from the marker.
+	Local bool `json:"local,omitempty"`
 	// Restore marks the steps that put the old medium back (known once the run ended, or
 	// from its progress query while it runs).
 	Restore bool `json:"restore"`
@@ -229,6 +234,9 @@ type historyBuilder struct {
 	// step by the timer's id: the later events of a step name it that way.
 	bySched map[int64]int
 	byTimer map[string]int
+	// taskWorker is the identity of the worker that started the last workflow task: the one
+	// that ran the local activities whose markers follow.
+	taskWorker string
 }
 
 // add folds in one event. Events of other types (workflow tasks, markers, signals) show
@@ -273,6 +281,11 @@ func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
 			endStep(&h.Steps[i], StepCanceled, at)
 		}
 
+	case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+		b.taskWorker = ev.GetWorkflowTaskStartedEventAttributes().GetIdentity()
+	case enumspb.EVENT_TYPE_MARKER_RECORDED:
+		b.marker(ev.GetMarkerRecordedEventAttributes(), at)
+
 	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
 		a := ev.GetWorkflowExecutionCancelRequestedEventAttributes()
 		h.CancelRequested = &CancelRequest{At: at, By: a.GetIdentity(), Reason: a.GetCause()}
@@ -280,6 +293,55 @@ func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
 	default:
 		b.closed(ev, at)
 	}
+}
+
+// localActivityMarker is the SDK's name of the marker that records a local activity, and
+// localActivityData the "data" detail it carries (go.temporal.io/sdk internal
+// localActivityMarkerData; its JSON field names are the SDK's Go field names).
+const localActivityMarker = "LocalActivity"
+
+type localActivityData struct {
+	ActivityID   string
+	ActivityType string
+	// ReplayTime is the workflow's time when the local activity ended.
+	ReplayTime time.Time
+	// Attempt is the attempt that ended it, from 1.
+	Attempt int32
+	// Backoff is set when the local activity failed and is retried after a timer.
+	Backoff time.Duration
+}
+
+// marker folds in a LocalActivity marker as one step, ended when the local activity ended;
+// other markers (GetVersion's) are not steps.
+func (b *historyBuilder) marker(a *historypb.MarkerRecordedEventAttributes, at time.Time) {
+	if a.GetMarkerName() != localActivityMarker {
+		return
+	}
+	var d localActivityData
+	if ps := a.GetDetails()["data"]; len(ps.GetPayloads()) == 0 ||
+		converter.GetDefaultDataConverter().FromPayload(ps.GetPayloads()[0], &d) != nil {
+		return
+	}
+	end := d.ReplayTime
+	if end.IsZero() {
+		end = at
+	}
+	s := Step{Kind: StepActivity, Name: d.ActivityType, ActivityID: d.ActivityID, Local: true,
+		Scheduled: end, Attempts: max(d.Attempt, 1), Worker: b.taskWorker}
+	status := StepOK
+	if f := a.GetFailure(); f != nil {
+		switch failureType(f) {
+		case "Canceled":
+			status = StepCanceled
+		case "Timeout":
+			status = StepTimedOut
+		default:
+			status = StepFailed
+		}
+		s.Failures = append(s.Failures, attemptFailure(f, s.Attempts))
+	}
+	endStep(&s, status, end)
+	b.h.Steps = append(b.h.Steps, s)
 }
 
 // started takes from the run's first event what was asked, by whom and why.
@@ -470,8 +532,9 @@ func (h *History) applyResult(r *workflows.ChangeMediumResult) {
 }
 
 // applySteps matches the run's step records with the activities, in order: each record is
-// one scheduled activity. A mismatch (a history that is not ChangeMedium's) leaves the
-// steps as they are.
+// one scheduled activity or one local activity. A mismatch (a history that is not
+// ChangeMedium's) leaves the steps as they are. A local step takes its start and end from
+// its record, which has them: its marker holds only its end.
 func (h *History) applySteps(recs []workflows.StepRecord) {
 	var acts []*Step
 	for i := range h.Steps {
@@ -489,6 +552,10 @@ func (h *History) applySteps(recs []workflows.StepRecord) {
 	}
 	for i, r := range recs {
 		acts[i].Restore, acts[i].Detail = r.Restore, r.Detail
+		if acts[i].Local && acts[i].Ended != nil && !r.Started.IsZero() && !r.Ended.IsZero() {
+			acts[i].Scheduled = r.Started
+			endStep(acts[i], acts[i].Status, r.Ended)
+		}
 	}
 }
 
