@@ -672,7 +672,7 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 	restore := s.phase == PhaseRestore
 	opts := activityOptions(s.in.Host, step, restore)
 	opts.DisableEagerExecution = s.bench().NoEager
-	local := s.local && localSteps[step]
+	local := s.isLocal(step)
 	s.steps = append(s.steps, StepRecord{Name: step, Started: workflow.Now(ctx), Restore: restore, Detail: detail, Local: local})
 	i := len(s.steps) - 1
 	s.step = step

@@ -55,6 +55,18 @@ type BenchOptions struct {
 	// FdsetPollOnly makes WaitFdset poll every interval only, without the xenstore watch
 	// and the fast polls once the stubdom's vbd connected (WaitFdsetInput.Wake).
 	FdsetPollOnly bool `json:",omitempty"`
+	// LocalVBD runs DetachVBD and AttachVBD as local activities too (with changeLocalSteps),
+	// to measure what production does not do: they wait on blkback and the stubdom, for up
+	// to seconds, so they stay regular activities with heartbeats.
+	LocalVBD bool `json:",omitempty"`
+}
+
+// isLocal says whether the run runs step as a local activity.
+func (s *swap) isLocal(step string) bool {
+	if !s.local {
+		return false
+	}
+	return localSteps[step] || s.bench().LocalVBD && (step == activities.NameDetachVBD || step == activities.NameAttachVBD)
 }
 
 // bench is the run's BenchOptions (the zero value in production).
