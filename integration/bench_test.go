@@ -113,8 +113,8 @@ func procCPU(pid int) time.Duration {
 	if len(f) < 13 {
 		return 0
 	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	utime, _ := strconv.ParseInt(f[11], 10, 64)           // field 14
+	stime, _ := strconv.ParseInt(f[12], 10, 64)           // field 15
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
