@@ -219,7 +219,7 @@ func loseFdsetInChangeMedium(t *testing.T) lostFdsetRun {
 	fake.Delay("query-block", holdFor)
 	ctx := testenv.Context(t, 2*time.Minute)
 	r.run = startSwap(t, ctx, swapInput(h, r.dom, r.second, ""))
-	waitStepStarted(t, ctx, r.run, activities.NameChangeMedium)
+	waitStepStarted(t, ctx, r.run, w1, activities.NameChangeMedium)
 	w1.kill()
 	fake.Delay("query-block", 0)
 	startWorker(t, h, workerOpts{})

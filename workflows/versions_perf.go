@@ -40,6 +40,11 @@ var localSteps = map[string]bool{
 	activities.NameUnlock:       true,
 }
 
+// RunsLocal reports whether a new ChangeMedium run (with changeLocalSteps) runs step as a
+// local activity: such a step is no pending activity while it runs and is recorded as a
+// LocalActivity marker.
+func RunsLocal(step string) bool { return localSteps[step] }
+
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
 // way it runs now, on one server and one worker, so that both are measured in the same run.
 // Production leaves ChangeMediumInput.Bench nil: the CLI and FleetSwap never set it.
