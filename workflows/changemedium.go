@@ -84,8 +84,20 @@ type StepRecord struct {
 	Restore bool
 	// Detail adds what the step was asked ("force", "fdset 4", "params /isos/a.iso").
 	Detail string
-	// Local marks a step run as a local activity (a LocalActivity marker in the history).
+	// Local marks a step run as a local activity: one LocalActivity marker per attempt in
+	// the history, with a timer for each pause between attempts.
 	Local bool `json:",omitempty"`
+	// Failures are the failures of the attempts before the last of a local step (a regular
+	// step's history keeps the one before the last).
+	Failures []StepFailure `json:",omitempty"`
+}
+
+// StepFailure is how one attempt of a step failed.
+type StepFailure struct {
+	// Attempt is the attempt's number, from 1.
+	Attempt int32
+	// ErrorType and Error are as in StepRecord.
+	ErrorType, Error string
 }
 
 // Phase is what a run is doing.
@@ -676,9 +688,12 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 	s.steps = append(s.steps, StepRecord{Name: step, Started: workflow.Now(ctx), Restore: restore, Detail: detail, Local: local})
 	i := len(s.steps) - 1
 	s.step = step
-	err := runStep(ctx, step, local, opts, fn, in).Get(ctx, &out)
+	var err error
+	var localAttempts int32
 	if local {
-		err = localStepError(step, err)
+		localAttempts, err = s.runLocal(ctx, i, step, opts, fn, in, &out)
+	} else {
+		err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, in).Get(ctx, &out)
 	}
 	s.step = ""
 	r := &s.steps[i]
@@ -687,9 +702,15 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 		if a, ok := any(out).(attempter); ok {
 			r.Attempts = a.AttemptNumber()
 		}
+		if local {
+			r.Attempts = localAttempts
+		}
 		return out, nil
 	}
 	r.Attempts = failedAttempts(err, opts.RetryPolicy.MaximumAttempts)
+	if local {
+		r.Attempts = localAttempts
+	}
 	r.ErrorType, r.Error = shownType(err), ErrorMessage(err, "")
 	if r.ErrorType == "" && isCanceled(ctx, err) {
 		r.ErrorType = "Canceled"

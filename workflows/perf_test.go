@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -71,4 +72,38 @@ func TestChangeMediumWaitFdsetWake(t *testing.T) {
 			assert.EqualValues(t, 20e6, waits[0].Interval, "Interval")
 		}
 	}
+}
+
+// TestChangeMediumLocalRetriesRecorded checks that a local step retried by its policy
+// records each failed attempt (the SDK keeps only a local activity's last), and that a
+// non-retryable error is not retried.
+func TestChangeMediumLocalRetriesRecorded(t *testing.T) {
+	h := newFakeHost(activities.KindStubdom)
+	h.On("Eject", fakehost.FailCalls(2, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"))
+	h.On("Record", fakehost.FailCalls(1, "wrapError", true, "xenstored restarting"))
+	r := runChange(t, h)
+	require.NoError(t, r.err)
+	byName := map[string]workflows.StepRecord{}
+	for _, s := range r.res.Steps {
+		byName[s.Name] = s
+	}
+	assert.EqualValues(t, 3, byName["Eject"].Attempts)
+	assert.Equal(t, []workflows.StepFailure{
+		{Attempt: 1, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
+		{Attempt: 2, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
+	}, byName["Eject"].Failures)
+	assert.EqualValues(t, 2, byName["Record"].Attempts)
+	assert.Len(t, byName["Record"].Failures, 1)
+	assert.Empty(t, byName["Verify"].Failures)
+
+	h = newFakeHost(activities.KindStubdom)
+	h.On("Record", fakehost.FailCalls(1, activities.ErrBadInput, false, "no such drive"))
+	r = runChange(t, h)
+	require.Error(t, r.err)
+	i := slices.IndexFunc(r.res.Steps, func(s workflows.StepRecord) bool { return s.Name == "Record" })
+	require.GreaterOrEqual(t, i, 0)
+	rec := r.res.Steps[i]
+	assert.EqualValues(t, 1, rec.Attempts, "a non-retryable error is not retried: %+v", rec)
+	assert.Empty(t, rec.Failures)
+	assert.Equal(t, activities.ErrBadInput, rec.ErrorType)
 }

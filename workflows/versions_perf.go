@@ -3,6 +3,8 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -97,19 +99,63 @@ func (s *swap) fdsetInterval() time.Duration {
 	return fdsetPollInterval
 }
 
-// localActivityOptions are the options of a short step run as a local activity: the same
-// StartToClose and retry policy as the regular activity (activityOptions). The SDK bounds a
-// local activity's retries by its ScheduleToClose, which defaults to the StartToClose: it
-// is set so that the policy's attempts, not one attempt's time, end the retries, as for a
-// regular step. A local activity has no heartbeat and no task queue of its own: it runs on
-// the worker that runs the workflow, which polls the host's queue.
+// localActivityOptions are the options of one attempt of a short step run as a local
+// activity: the regular activity's StartToClose (activityOptions), and no retry by the SDK:
+// runLocal retries by the step's policy, so that each failed attempt is recorded (the SDK
+// records only a local activity's last). A local activity has no heartbeat and no task queue
+// of its own: it runs on the worker that runs the workflow, which polls the host's queue.
 func localActivityOptions(o workflow.ActivityOptions) workflow.LocalActivityOptions {
-	rp := o.RetryPolicy
 	return workflow.LocalActivityOptions{
-		ScheduleToCloseTimeout: time.Duration(rp.MaximumAttempts) * (o.StartToCloseTimeout + rp.MaximumInterval),
-		StartToCloseTimeout:    o.StartToCloseTimeout,
-		RetryPolicy:            rp,
+		StartToCloseTimeout: o.StartToCloseTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 	}
+}
+
+// runLocal runs the local step s.steps[i] by the retry policy of opts: each attempt a local
+// activity (a LocalActivity marker), a failed one followed by a timer for the policy's
+// backoff, until one ends well, the error is not retryable, the attempts are used up or ctx
+// is canceled. It records the failures of the attempts before the last in the step's record
+// and returns the number of attempts made.
+func (s *swap) runLocal(ctx workflow.Context, i int, step string, opts workflow.ActivityOptions, fn, in, out any) (int32, error) {
+	rp := opts.RetryPolicy
+	for attempt := int32(1); ; attempt++ {
+		err := localStepError(step, runStep(ctx, step, true, opts, fn, in).Get(ctx, out))
+		if err == nil || attempt >= rp.MaximumAttempts || !retryable(err, rp) || ctx.Err() != nil {
+			return attempt, err
+		}
+		s.steps[i].Failures = append(s.steps[i].Failures, StepFailure{Attempt: attempt, ErrorType: shownType(err), Error: ErrorMessage(err, "")})
+		if err := workflow.Sleep(ctx, retryDelay(rp, attempt, err)); err != nil {
+			return attempt, err
+		}
+	}
+}
+
+// retryable reports whether a step's error may be retried under policy rp, as the server
+// decides for a regular activity: not a cancellation, not a non-retryable application error
+// nor one of rp's non-retryable types.
+func retryable(err error, rp *temporal.RetryPolicy) bool {
+	if temporal.IsCanceledError(err) {
+		return false
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return !appErr.NonRetryable() && !slices.Contains(rp.NonRetryableErrorTypes, appErr.Type())
+	}
+	return true
+}
+
+// retryDelay is the pause after failed attempt n under rp: the error's own NextRetryDelay if
+// it gives one, else InitialInterval times BackoffCoefficient^(n-1), at most MaximumInterval.
+func retryDelay(rp *temporal.RetryPolicy, n int32, err error) time.Duration {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.NextRetryDelay() > 0 {
+		return appErr.NextRetryDelay()
+	}
+	d := float64(rp.InitialInterval) * math.Pow(rp.BackoffCoefficient, float64(n-1))
+	if rp.MaximumInterval > 0 && d > float64(rp.MaximumInterval) {
+		return rp.MaximumInterval
+	}
+	return time.Duration(d)
 }
 
 // abandonable are the local steps that change nothing on the host but libxl's lock, so that

@@ -532,31 +532,57 @@ func (h *History) applyResult(r *workflows.ChangeMediumResult) {
 }
 
 // applySteps matches the run's step records with the activities, in order: each record is
-// one scheduled activity or one local activity. A mismatch (a history that is not
-// ChangeMedium's) leaves the steps as they are. A local step takes its start and end from
-// its record, which has them: its marker holds only its end.
+// one scheduled activity, or one or more local activities (a local step's attempts are one
+// LocalActivity marker each, with a timer between two). A mismatch (a history that is not
+// ChangeMedium's) leaves the steps as they are. A local step's attempts are merged into one
+// step, which takes its start, end and earlier failures from its record: its markers hold
+// only their ends.
 func (h *History) applySteps(recs []workflows.StepRecord) {
-	var acts []*Step
-	for i := range h.Steps {
-		if h.Steps[i].Kind == StepActivity {
-			acts = append(acts, &h.Steps[i])
+	out := make([]Step, 0, len(h.Steps))
+	j := 0
+	for _, r := range recs {
+		for j < len(h.Steps) && h.Steps[j].Kind != StepActivity {
+			out = append(out, h.Steps[j])
+			j++
 		}
-	}
-	if len(recs) > len(acts) {
-		return
-	}
-	for i, r := range recs {
-		if acts[i].Name != r.Name {
+		if j >= len(h.Steps) {
+			break // a local step still running has no marker yet
+		}
+		if h.Steps[j].Name != r.Name {
+			if r.Local && r.ErrorType == "Canceled" {
+				continue // refused before it ran, or abandoned: no marker
+			}
 			return
 		}
-	}
-	for i, r := range recs {
-		acts[i].Restore, acts[i].Detail = r.Restore, r.Detail
-		if acts[i].Local && acts[i].Ended != nil && !r.Started.IsZero() && !r.Ended.IsZero() {
-			acts[i].Scheduled = r.Started
-			endStep(acts[i], acts[i].Status, r.Ended)
+		s := h.Steps[j]
+		j++
+		if s.Local {
+			// The later attempts: a retry's timer, then the next marker.
+			for n := int32(2); n <= r.Attempts && j+1 < len(h.Steps) && h.Steps[j].Kind == StepTimer &&
+				h.Steps[j+1].Local && h.Steps[j+1].Name == r.Name; n++ {
+				next := h.Steps[j+1]
+				s.Status, s.Ended, s.Worker, s.Failures = next.Status, next.Ended, next.Worker, next.Failures
+				j += 2
+			}
+			s.Attempts = max(r.Attempts, 1)
+			var fs []AttemptFailure
+			for _, f := range r.Failures {
+				fs = append(fs, AttemptFailure{Attempt: f.Attempt, Failure: Failure{Type: f.ErrorType, Message: f.Error}})
+			}
+			for _, f := range s.Failures { // the last attempt's, from its marker
+				f.Attempt = s.Attempts
+				fs = append(fs, f)
+			}
+			s.Failures = fs
+			if s.Ended != nil && !r.Started.IsZero() && !r.Ended.IsZero() {
+				s.Scheduled = r.Started
+				endStep(&s, s.Status, r.Ended)
+			}
 		}
+		s.Restore, s.Detail = r.Restore, r.Detail
+		out = append(out, s)
 	}
+	h.Steps = append(out, h.Steps[j:]...)
 }
 
 func endStep(s *Step, status string, at time.Time) {
