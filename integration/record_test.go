@@ -257,8 +257,8 @@ func TestRecordHistoriesV3(t *testing.T) {
 	})
 	for _, c := range []struct{ step, scenario string }{
 		{activities.NameWaitFdset, "worker-crash-resumed"},
-		// Killed in the middle of a run of local steps (Inspect Lock Eject ReleaseFdset).
-		{activities.NameReleaseFdset, "worker-crash-in-local-steps-resumed"},
+		// Killed in the middle of a run of local steps (ChangeMedium Record Verify Unlock).
+		{activities.NameRecord, "worker-crash-in-local-steps-resumed"},
 	} {
 		t.Run(c.scenario, func(t *testing.T) {
 			t.Parallel()

@@ -14,7 +14,7 @@ import (
 
 // regularSteps are the steps that stay regular activities since local-short-steps.
 var regularSteps = map[string]bool{
-	activities.NameDetachVBD: true, activities.NameAttachVBD: true,
+	activities.NameEject: true, activities.NameDetachVBD: true, activities.NameAttachVBD: true,
 	activities.NameWaitFdset: true, activities.NameAddFD: true,
 }
 
@@ -79,7 +79,7 @@ func TestChangeMediumWaitFdsetWake(t *testing.T) {
 // non-retryable error is not retried.
 func TestChangeMediumLocalRetriesRecorded(t *testing.T) {
 	h := newFakeHost(activities.KindStubdom)
-	h.On("Eject", fakehost.FailCalls(2, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"))
+	h.On("Verify", fakehost.FailCalls(2, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"))
 	h.On("Record", fakehost.FailCalls(1, "wrapError", true, "xenstored restarting"))
 	r := runChange(t, h)
 	require.NoError(t, r.err)
@@ -87,14 +87,14 @@ func TestChangeMediumLocalRetriesRecorded(t *testing.T) {
 	for _, s := range r.res.Steps {
 		byName[s.Name] = s
 	}
-	assert.EqualValues(t, 3, byName["Eject"].Attempts)
+	assert.EqualValues(t, 3, byName["Verify"].Attempts)
 	assert.Equal(t, []workflows.StepFailure{
 		{Attempt: 1, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
 		{Attempt: 2, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
-	}, byName["Eject"].Failures)
+	}, byName["Verify"].Failures)
 	assert.EqualValues(t, 2, byName["Record"].Attempts)
 	assert.Len(t, byName["Record"].Failures, 1)
-	assert.Empty(t, byName["Verify"].Failures)
+	assert.Empty(t, byName["Inspect"].Failures)
 
 	h = newFakeHost(activities.KindStubdom)
 	h.On("Record", fakehost.FailCalls(1, activities.ErrBadInput, false, "no such drive"))

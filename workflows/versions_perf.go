@@ -31,10 +31,15 @@ const changeLocalSteps = "local-short-steps"
 // out (WorkflowTaskTimeout); the next worker replays the run and runs again every local
 // step since the last completed workflow task, which is safe because every step is
 // idempotent.
+//
+// Eject is not one: it is the first step that touches the drive, and Inspect's answer (the
+// old medium a restore puts back) must be in the history before it runs. Inspect run again
+// after a lost eject would find the drive empty and answer "no old medium". As a regular
+// activity (dispatched eagerly), Eject is scheduled by the completion of the workflow task
+// that ran Inspect and Lock, which records their markers first.
 var localSteps = map[string]bool{
 	activities.NameInspect:      true,
 	activities.NameLock:         true,
-	activities.NameEject:        true,
 	activities.NameReleaseFdset: true,
 	activities.NameChangeMedium: true,
 	activities.NameRecord:       true,
