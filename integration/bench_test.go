@@ -19,6 +19,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
@@ -521,4 +522,84 @@ func reportTables(modes []benchMode, stats [][]swapStats) string {
 		fmt.Fprintf(&b, "- %s: %s\n", m.name, m.what)
 	}
 	return b.String()
+}
+
+// TestFdsetPollLoadReport measures what WaitFdset's polls cost a real QEMU's monitor
+// (qemu-system-x86_64, TCG, idle guest): its CPU (/proc/<pid>/stat utime+stime, less its
+// idle share) while one client polls query-fdsets steadily at 50, 10 and 5 ms, and per swap
+// with the old wait (a poll every 50 ms) and the new one (a xenstore watch on the stubdom's
+// vbd, then a poll every 5 ms for at most 100 ms once it connected), -swaps/5 swaps each,
+// interleaved, on a stubdom guest whose stubdom add-fds 100 ms after its vbd connects. It
+// runs only when asked:
+//
+//	go test ./integration -run TestFdsetPollLoadReport -count=1 -v -args -report [-swaps 50]
+func TestFdsetPollLoadReport(t *testing.T) {
+	if !*reportFlag {
+		t.Skip("prints the QEMU load table only when asked: go test ./integration -run TestFdsetPollLoadReport -count=1 -v -args -report")
+	}
+	need(t)
+	h, logs := startHostLogs(t, xensim.Config{
+		HostName: hostName("qemuload"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}},
+		QEMU: xensim.QEMUReal, AgentDelay: 100 * time.Millisecond,
+	})
+	dom := domainOf(t, h, xensim.KindStubdom)
+	pid := h.QEMU(dom.DomID).PID()
+	require.Positive(t, pid, "the guest's QEMU has no process")
+	r := &durableRig{h: h, logs: logs, dom: dom, w: startWorker(t, h, workerOpts{}), settleFor: 30 * time.Millisecond}
+	time.Sleep(time.Second) // the guest's boot settles
+	idle := idleCPURate(pid, 5*time.Second)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nreal QEMU (pid %d) idle: %.2f%% of a core\n\n| steady polling | polls/s | QEMU %% of a core over idle | QEMU CPU µs per poll |\n|---|---:|---:|---:|\n", pid, 100*idle)
+	ctx := testenv.Context(t, 2*time.Minute)
+	c, err := qmp.Dial(ctx, dom.QMPSocket)
+	require.NoError(t, err)
+	defer c.Close()
+	for _, every := range []time.Duration{50 * time.Millisecond, 10 * time.Millisecond, 5 * time.Millisecond} {
+		const span = 5 * time.Second
+		c0, t0, n := procCPU(pid), time.Now(), 0
+		tick := time.NewTicker(every)
+		for time.Since(t0) < span {
+			_, err := c.QueryFdsets(ctx)
+			require.NoError(t, err)
+			n++
+			<-tick.C
+		}
+		tick.Stop()
+		el := time.Since(t0)
+		over := float64(procCPU(pid)-c0) - idle*float64(el)
+		fmt.Fprintf(&b, "| every %s | %.0f | %.2f | %.0f |\n", every, float64(n)/el.Seconds(), 100*over/float64(el), over/float64(time.Microsecond)/float64(n))
+	}
+	require.NoError(t, c.Close())
+
+	modes := []benchMode{benchModes[0], benchModes[len(benchModes)-3]} // old, new
+	require.Equal(t, "new", modes[1].name)
+	n := max(*swapsFlag/5, 3)
+	cpu := make([][]time.Duration, len(modes))
+	polls := make([][]swapStats, len(modes))
+	k := 0
+	for i := range n + 1 {
+		for j, m := range modes {
+			k++
+			c0, t0 := procCPU(pid), time.Now()
+			st := r.swap(t, benchMedium(h, k), m.bench)
+			if i == 0 {
+				continue // warm-up
+			}
+			cpu[j] = append(cpu[j], procCPU(pid)-c0-time.Duration(idle*float64(time.Since(t0))))
+			polls[j] = append(polls[j], st)
+		}
+	}
+	fmt.Fprintf(&b, "\n| wait (%d swaps each) | polls/swap | QEMU CPU ms/swap over idle (the whole swap) | swap p50 | fdset seen after add-fd p50 |\n|---|---:|---:|---:|---:|\n", n)
+	for j, m := range modes {
+		sum := time.Duration(0)
+		for _, d := range cpu[j] {
+			sum += d
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %.2f | %.1f | %.1f |\n", m.name,
+			mean(polls[j], func(s swapStats) float64 { return float64(s.polls) }),
+			ms(sum)/float64(len(cpu[j])), ms(percentile(column(polls[j], ""), 50)), ms(percentile(column(polls[j], "detect"), 50)))
+	}
+	b.WriteString("\n(CPU from /proc/<pid>/stat in 10 ms ticks, less QEMU's idle share; a swap's QEMU CPU includes its other QMP commands, the same in both ways)\n")
+	fmt.Fprintln(os.Stdout, b.String())
 }
