@@ -14,15 +14,15 @@ import (
 // Timings of WaitFdset's wake-up (WaitFdsetInput.Wake).
 const (
 	// fastFdsetInterval is the poll period once the stubdom's vbd frontend is Connected: the
-	// stubdom add-fds its new disk within milliseconds of connecting it (mdev runs the
-	// add-fd script on the new xvd device), so the set is seen within this of its add-fd.
-	fastFdsetInterval = 5 * time.Millisecond
+	// stubdom add-fds its new disk soon after it connected it (mdev runs the add-fd script
+	// on the new xvd device), and the set is then seen within this of its add-fd. A
+	// query-fdsets costs a real QEMU about 0.35 ms of CPU, so polling every 10 ms takes
+	// about 3.6 % of a core while it lasts (every 5 ms: 7 %; BENCHMARKS.md).
+	fastFdsetInterval = 10 * time.Millisecond
 	// fastFdsetWindow is how long the fast polls last after the frontend connected; then
-	// the wait falls back to WaitFdsetInput.Interval. A query-fdsets costs a real QEMU
-	// about 0.3-0.4 ms of CPU (BENCHMARKS.md), so the window bounds the fast polls to
-	// about 20 a swap, a few ms of QEMU's time, and a stubdom slower than that is polled
-	// no harder than before.
-	fastFdsetWindow = 100 * time.Millisecond
+	// the wait falls back to WaitFdsetInput.Interval, so that a stubdom that never add-fds
+	// is polled no harder than before.
+	fastFdsetWindow = time.Second
 )
 
 // fdsetWake decides when WaitFdset polls next. Before the vbd frontend is Connected the

@@ -61,7 +61,7 @@ var benchModes = []benchMode{
 		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: 10 * time.Millisecond}},
 	{name: "new+localvbd", what: "new, and DetachVBD and AttachVBD as local activities too (not done in production: they wait on blkback and the stubdom)",
 		bench: &workflows.BenchOptions{LocalVBD: true}},
-	{name: "new", what: "production now: local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 5 ms once it connected"},
+	{name: "new", what: "production now: local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 10 ms for up to 1 s once it connected"},
 	{name: "direct", what: "the activities called in process, WaitFdset polling every 50 ms (the old direct path)", direct: true},
 	{name: "direct+wake", what: "the activities called in process, WaitFdset with the wake-up", direct: true, wake: true},
 }
@@ -528,7 +528,7 @@ func reportTables(modes []benchMode, stats [][]swapStats) string {
 // (qemu-system-x86_64, TCG, idle guest): its CPU (/proc/<pid>/stat utime+stime, less its
 // idle share) while one client polls query-fdsets steadily at 50, 10 and 5 ms, and per swap
 // with the old wait (a poll every 50 ms) and the new one (a xenstore watch on the stubdom's
-// vbd, then a poll every 5 ms for at most 100 ms once it connected), -swaps/5 swaps each,
+// vbd, then a poll every 10 ms for at most 1 s once it connected), -swaps/5 swaps each,
 // interleaved, on a stubdom guest whose stubdom add-fds 100 ms after its vbd connects. It
 // runs only when asked:
 //

@@ -13,8 +13,8 @@ import (
 const (
 	// fdsetPollInterval is WaitFdset's query-fdsets period until the stubdom's vbd
 	// connects (libxl polls every 200 ms); a xenstore watch on the vbd frontend wakes the
-	// wait when it connects, and it then polls every 5 ms for a moment (WaitFdsetInput.Wake):
-	// the stubdom add-fds within milliseconds of connecting.
+	// wait when it connects, and it then polls every 10 ms for up to a second
+	// (WaitFdsetInput.Wake): the stubdom add-fds soon after connecting.
 	fdsetPollInterval = 50 * time.Millisecond
 	// fdsetWaitTimeout bounds one WaitFdset attempt; it stays under the step's
 	// StartToCloseTimeout so that the activity reports ErrFdsetTimeout itself.
