@@ -103,7 +103,7 @@ histories: deps ## Re-record workflows/testdata/histories from real runs on the 
 	$(GO) test ./integration -run TestRecordHistories -count=1 -args -record
 
 .PHONY: bench-report
-bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMARKS.md)
+bench-report: deps ## 50 swaps in each mode (old way, each lever, new way, direct), side by side (the tables in BENCHMARKS.md)
 	$(GO) test ./integration -run TestSwapLatencyReport -count=1 -v -args -report -swaps 50
 
 .PHONY: bench-cluster

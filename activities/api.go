@@ -505,6 +505,10 @@ type WaitFdsetInput struct {
 	Interval time.Duration
 	// Timeout of the wait (25 s when zero).
 	Timeout time.Duration
+	// Wake makes the wait watch the stubdom's vbd frontend in xenstore and poll QEMU at once
+	// when it changes state, then every FastInterval for a moment once it is Connected, when
+	// the stubdom add-fds (see fdsetWake); false polls every Interval only.
+	Wake bool `json:",omitempty"`
 }
 
 // WaitFdsetResult is the new fdset.

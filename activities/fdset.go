@@ -110,8 +110,8 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 	}
 	w.stale = idSet(w.prog.Ignored)
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	wake := a.newFdsetWake(ctx, d, interval, in.Wake, log)
+	defer wake.stop(ctx)
 	for {
 		id, found, err := w.poll(ctx)
 		if err != nil {
@@ -128,10 +128,8 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 		if time.Now().After(deadline) {
 			return WaitFdsetResult{}, w.timedOut(ctx, timeout, in.KnownFdsets)
 		}
-		select {
-		case <-ctx.Done():
-			return WaitFdsetResult{}, ctx.Err()
-		case <-tick.C:
+		if err := wake.wait(ctx, w.feState == xen.StateConnected.String()); err != nil {
+			return WaitFdsetResult{}, err
 		}
 	}
 }

@@ -23,7 +23,7 @@ const burstDrives = 20
 // serverFigures are one Temporal server's figures: single swaps one after the other, and
 // bursts of burstDrives swaps at once.
 type serverFigures struct {
-	swaps  []swapTiming
+	swaps  []swapStats
 	bursts []time.Duration // wall time of each burst, from the first start to the last result
 }
 
@@ -31,13 +31,13 @@ type serverFigures struct {
 // inserts (after 3 to warm up) and two bursts, each on a host and worker of its own.
 func measureServer(t *testing.T, n int) serverFigures {
 	var f serverFigures
-	h, dom := benchHost(t)
+	h, _, dom := benchHost(t)
 	startWorker(t, h, workerOpts{})
 	for i := range 3 {
-		durableSwap(t, h, dom, benchMedium(h, i))
+		serverSwap(t, h, dom, benchMedium(h, i))
 	}
 	for i := range n {
-		f.swaps = append(f.swaps, durableSwap(t, h, dom, benchMedium(h, i+1)))
+		f.swaps = append(f.swaps, serverSwap(t, h, dom, benchMedium(h, i+1)))
 	}
 
 	bh := startHost(t, xensim.Config{
@@ -67,6 +67,25 @@ func measureServer(t *testing.T, n int) serverFigures {
 		}
 	}
 	return f
+}
+
+// serverSwap runs one stubdom insert, production's way, on the server the package's helpers
+// point at: its time from the start request to the result, and each step's time in the
+// workflow (StepRecord.Started to Ended).
+func serverSwap(t *testing.T, h *xensim.Host, dom xensim.DomainInfo, medium string) swapStats {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	t0 := time.Now()
+	run := startSwap(t, ctx, swapInput(h, dom, medium, ""))
+	res, err := waitSwap(ctx, run)
+	total := time.Since(t0)
+	require.NoError(t, err, "result %+v", res)
+	require.Equal(t, workflows.OutcomeChanged, res.Outcome)
+	st := swapStats{total: total, steps: map[string]time.Duration{}, detect: -1}
+	for _, s := range res.Steps {
+		st.steps[s.Name] += s.Ended.Sub(s.Started)
+	}
+	return st
 }
 
 // TestClusterLatencyReport measures single swaps and bursts on the dev server and on the

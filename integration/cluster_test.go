@@ -336,8 +336,8 @@ func swapThroughFault(t *testing.T, c *cluster, drives []*clusterDrive, workers 
 		seen[i] = len(fake.Commands())
 		runs[i] = startSwap(t, ctx, swapInput(d.h, d.dom, d.nextMedium(), ""))
 	}
-	for _, run := range runs {
-		waitStepStarted(t, testenv.Context(t, time.Minute), run, activities.NameChangeMedium)
+	for i, run := range runs {
+		waitStepStarted(t, testenv.Context(t, time.Minute), run, workers[drives[i].h.Name()], activities.NameChangeMedium)
 	}
 	f.inject(t, c, workers)
 	for _, d := range drives {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
@@ -196,7 +197,7 @@ func runCrash(t *testing.T, c crashCase, rounds int) ([]recovery, client.Workflo
 		release := c.hold(t, e)
 		ctx := testenv.Context(t, 2*time.Minute)
 		run := startSwap(t, ctx, swapInput(h, e.dom, medium, ""))
-		waitStepStarted(t, testenv.Context(t, 60*time.Second), run, c.step)
+		waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, c.step)
 		w.kill()
 		release()
 		w = startWorker(t, h, opts)
@@ -208,10 +209,21 @@ func runCrash(t *testing.T, c crashCase, rounds int) ([]recovery, client.Workflo
 		checkDrive(t, h, e.dom, medium, old)
 
 		hist := requireReplays(t, run)
-		attempts := stepAttempts(hist, c.step)
-		require.NotEmpty(t, attempts, "history of %s has no finished %s", run.GetID(), c.step)
-		require.Greater(t, slices.Max(attempts), int32(1), "step %s was not retried after the crash (attempts %v): the kill did not land inside it", c.step, attempts)
-		r := recoveryOf(hist, c.step, w.started)
+		var r recovery
+		if workflows.RunsLocal(c.step) {
+			// A local step's attempts start again at 1 on the new worker, which replays the
+			// run and runs again every local step since the last completed workflow task:
+			// the proof that the kill landed inside it is that the new worker ran it.
+			again, ok := stepStarted(w.logs.String(), run, c.step)
+			require.True(t, ok, "local step %s did not run again on the new worker after the crash", c.step)
+			r = localRecoveryOf(hist, c.step, w.started, again)
+			require.NotZero(t, r.done, "history of %s has no LocalActivity marker of %s", run.GetID(), c.step)
+		} else {
+			attempts := stepAttempts(hist, c.step)
+			require.NotEmpty(t, attempts, "history of %s has no finished %s", run.GetID(), c.step)
+			require.Greater(t, slices.Max(attempts), int32(1), "step %s was not retried after the crash (attempts %v): the kill did not land inside it", c.step, attempts)
+			r = recoveryOf(hist, c.step, w.started)
+		}
 		t.Logf("step %s round %d: retried %s, done %s, resumed %s after the new worker's start", c.step, round, r.retried, r.done, r.resumed)
 		out, last = append(out, r), run
 	}
@@ -250,6 +262,35 @@ func recoveryOf(h *historypb.History, step string, started time.Time) recovery {
 				r.resumed = at
 			}
 		}
+	}
+	return r
+}
+
+// localRecoveryOf reads a crashed run's history for a local step, which the new worker ran
+// again at again (its log): the step ended at its first LocalActivity marker's time (the
+// dead worker's run of it left none) (the workflow's
+// time when it ended), and the run resumed when the workflow task that ran it completed
+// (the marker is written with it), each from started.
+func localRecoveryOf(h *historypb.History, step string, started, again time.Time) recovery {
+	r := recovery{step: step, retried: again.Sub(started)}
+	var taskDone time.Time
+	for _, e := range h.GetEvents() {
+		if e.GetWorkflowTaskCompletedEventAttributes() != nil {
+			taskDone = e.GetEventTime().AsTime()
+		}
+		a := e.GetMarkerRecordedEventAttributes()
+		if a == nil || a.GetMarkerName() != "LocalActivity" {
+			continue
+		}
+		var d struct {
+			ActivityType string
+			ReplayTime   time.Time
+		}
+		if ps := a.GetDetails()["data"].GetPayloads(); len(ps) == 0 || converter.GetDefaultDataConverter().FromPayload(ps[0], &d) != nil || d.ActivityType != step {
+			continue
+		}
+		r.done, r.resumed, r.failed = d.ReplayTime.Sub(started), taskDone.Sub(started), a.GetFailure() != nil
+		break
 	}
 	return r
 }
@@ -336,7 +377,7 @@ func TestCrashBeforeStubdomAddFD(t *testing.T) {
 
 	ctx := testenv.Context(t, 2*time.Minute)
 	run := startSwap(t, ctx, swapInput(h, dom, second, ""))
-	waitStepStarted(t, ctx, run, activities.NameWaitFdset)
+	waitStepStarted(t, ctx, run, w1, activities.NameWaitFdset)
 	w1.kill()
 	require.NoError(t, logs.waitForCount(ctx, added, 2), "the stubdom did not add the new fd")
 	t.Logf("fdsets after the add-fd with no worker connected: %+v", h.QEMU(dom.DomID).Fake().Fdsets())

@@ -164,7 +164,9 @@ func startWorker(t testing.TB, h *xensim.Host, o workerOpts) *workerProc {
 			}
 		}
 	}
-	args = append(args, "--address", s.address, "--namespace", namespace)
+	// Debug level logs each step's start ("Step started"), which is how a test sees a local
+	// step running (waitStepStarted); a later --log-level in o.extra wins.
+	args = append(args, "--address", s.address, "--namespace", namespace, "--log-level", "debug")
 	args = append(args, o.extra...)
 	w := &workerProc{logs: &logBuffer{}, done: make(chan struct{})}
 	dumpOnFailure(t, fmt.Sprintf("cdswap-worker %s (started %s)", h.Name(), time.Now().Format("15:04:05.000")), w.logs)

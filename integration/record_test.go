@@ -2,8 +2,10 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/testenv"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -40,6 +44,20 @@ const (
 	// historyV2 adds GetVersion "stubdom-reattach-on-fdset-gone": a stubdom's lost fdset
 	// cycles the PV disk instead of restoring the old medium.
 	historyV2 = 2
+	// historyV3 is the code of 2026-12-05, which adds GetVersion "validate-input-limits",
+	// "cancel-too-late-recorded", "restore-stops-on-device-model-gone",
+	// "wait-while-guest-paused" and "local-short-steps" (the short steps as local
+	// activities). Every path is recorded with it.
+	historyV3 = 3
+)
+
+// Change ids of historyV3 (the workflows package's change* constants).
+const (
+	validateLimits  = "validate-input-limits"
+	cancelTooLate   = "cancel-too-late-recorded"
+	deviceModelGone = "restore-stops-on-device-model-gone"
+	waitPaused      = "wait-while-guest-paused"
+	localSteps      = "local-short-steps"
 )
 
 // stubdomReattach is the change id of historyV2 (workflows' changeStubdomReattach).
@@ -180,6 +198,210 @@ func TestRecordHistories(t *testing.T) {
 	})
 }
 
+// TestRecordHistoriesV3 records every path of ChangeMedium with today's code (historyV3),
+// with the version markers each path must carry, so that the replay test proves each of
+// today's GetVersion changes; the files of older versions are kept. It runs only when
+// asked, as TestRecordHistories:
+//
+//	go test ./integration -run 'TestRecordHistories' -count=1 -args -record
+func TestRecordHistoriesV3(t *testing.T) {
+	if !recording() {
+		t.Skip("records histories only when asked: go test ./integration -run TestRecordHistories -count=1 -args -record")
+	}
+	need(t)
+	const cm = workflows.ChangeMediumName
+	// every is what a run that passed validation records.
+	every := map[string]workflow.Version{validateLimits: 1, localSteps: 1}
+	with := func(extra map[string]workflow.Version) map[string]workflow.Version {
+		m := maps.Clone(every)
+		maps.Copy(m, extra)
+		return m
+	}
+	write := func(t *testing.T, run client.WorkflowRun, scenario string, markers map[string]workflow.Version) {
+		t.Helper()
+		hist := writeHistory(t, run, cm, scenario, historyV3)
+		require.Equal(t, markers, testenv.VersionMarkers(t, hist), "version markers of %s", scenario)
+	}
+
+	t.Run("stubdom and dom0", func(t *testing.T) {
+		t.Parallel()
+		var files []string
+		for _, sc := range []string{"stubdom-insert", "stubdom-eject", "dom0-insert", "dom0-eject", "refused-traditional"} {
+			files = append(files, historyPath(cm, sc, historyV3))
+		}
+		skipRecorded(t, files...)
+		h := startHost(t, xensim.Config{HostName: hostName("rec3"), StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1, QEMU: xensim.QEMUFake})
+		startWorker(t, h, workerOpts{})
+		for _, kind := range []xensim.Kind{xensim.KindStubdom, xensim.KindDom0} {
+			dom := domainOf(t, h, kind)
+			run, _ := recordSwap(t, h, dom, iso(h, xensim.ISOTools), workflows.OutcomeChanged)
+			write(t, run, string(kind)+"-insert", every)
+			run, _ = recordSwap(t, h, dom, "", workflows.OutcomeEjected)
+			write(t, run, string(kind)+"-eject", every)
+		}
+		run, _ := recordSwap(t, h, domainOf(t, h, xensim.KindTraditional), iso(h, xensim.ISOTools), workflows.OutcomeRefused)
+		write(t, run, "refused-traditional", every)
+	})
+	t.Run("rolled back", func(t *testing.T) {
+		t.Parallel()
+		skipRecorded(t, historyPath(cm, "fdset-timeout-restored", historyV3))
+		h, logs := startHostLogs(t, xensim.Config{HostName: hostName("rec3-rollback"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		dom := domainOf(t, h, xensim.KindStubdom)
+		startWorker(t, h, workerOpts{})
+		first := iso(h, xensim.ISOTools)
+		swapOK(t, h, dom, first, workflows.OutcomeChanged)
+		run, res, err := rollback(t, h, logs, dom, first, iso(h, xensim.ISORescue))
+		require.Error(t, err)
+		require.Equal(t, workflows.OutcomeFailedRestored, res.Outcome, "result %+v", res)
+		write(t, run, "fdset-timeout-restored", every)
+	})
+	for _, c := range []struct{ step, scenario string }{
+		{activities.NameWaitFdset, "worker-crash-resumed"},
+		// Killed in the middle of a run of local steps (ChangeMedium Record Verify Unlock).
+		{activities.NameRecord, "worker-crash-in-local-steps-resumed"},
+	} {
+		t.Run(c.scenario, func(t *testing.T) {
+			t.Parallel()
+			skipRecorded(t, historyPath(cm, c.scenario, historyV3))
+			i := slices.IndexFunc(crashCases, func(cc crashCase) bool { return cc.step == c.step })
+			require.GreaterOrEqual(t, i, 0)
+			_, run := runCrash(t, crashCases[i], 1)
+			hist := writeHistory(t, run, cm, c.scenario, historyV3)
+			// The dead worker's monitor may take the stubdom's new fdset with it (QEMU before
+			// 9.1), and the run then cycles the PV disk (stubdom-reattach-on-fdset-gone).
+			markers := testenv.VersionMarkers(t, hist)
+			delete(markers, stubdomReattach)
+			require.Equal(t, every, markers, "version markers of %s", c.scenario)
+		})
+	}
+	t.Run("stubdom fdset lost, PV disk cycled", func(t *testing.T) {
+		t.Parallel()
+		const scenario = "stubdom-fdset-lost-recycled"
+		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		r := loseFdsetInChangeMedium(t)
+		require.NoError(t, r.err, "result %+v", r.res)
+		require.Equal(t, workflows.OutcomeChanged, r.res.Outcome, "result %+v", r.res)
+		write(t, r.run, scenario, with(map[string]workflow.Version{stubdomReattach: 1}))
+	})
+	t.Run("device model gone", func(t *testing.T) {
+		t.Parallel()
+		const scenario = "device-model-gone-restore-failed"
+		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		h := startHost(t, xensim.Config{HostName: hostName("rec3-dead"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		dom := domainOf(t, h, xensim.KindStubdom)
+		w := startWorker(t, h, workerOpts{})
+		swapOK(t, h, dom, iso(h, xensim.ISOTools), workflows.OutcomeChanged)
+		// The QEMU dies while ReleaseFdset's remove-fd is on its way: the drive was touched
+		// (ejected), so the run restores, and its first restore round finds QEMU gone.
+		h.QEMU(dom.DomID).Fake().Delay("remove-fd", time.Second)
+		ctx := testenv.Context(t, 2*time.Minute)
+		run := startSwap(t, ctx, swapInput(h, dom, iso(h, xensim.ISORescue), ""))
+		waitStepStarted(t, ctx, run, w, activities.NameReleaseFdset)
+		require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobKillQEMU, "true"))
+		res, err := waitSwap(ctx, run)
+		require.Error(t, err)
+		require.Equal(t, workflows.OutcomeRestoreFailed, res.Outcome, "result %+v", res)
+		write(t, run, scenario, with(map[string]workflow.Version{deviceModelGone: 1}))
+	})
+	t.Run("guest paused mid-swap", func(t *testing.T) {
+		t.Parallel()
+		const scenario = "guest-paused-waited"
+		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		h := startHost(t, xensim.Config{HostName: hostName("rec3-paused"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		dom := domainOf(t, h, xensim.KindStubdom)
+		fake := h.QEMU(dom.DomID).Fake()
+		w := startWorker(t, h, workerOpts{})
+		first, second := iso(h, xensim.ISOTools), iso(h, xensim.ISORescue)
+		swapOK(t, h, dom, first, workflows.OutcomeChanged)
+		fake.Delay("remove-fd", time.Second)
+		ctx := testenv.Context(t, 2*time.Minute)
+		run := startSwap(t, ctx, swapInput(h, dom, second, ""))
+		waitStepStarted(t, ctx, run, w, activities.NameReleaseFdset)
+		require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobPaused, "true"))
+		fake.Delay("remove-fd", 0)
+		// Long enough for DetachVBD to be refused and the run to wait (its first pause is 2 s).
+		time.Sleep(5 * time.Second)
+		require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobPaused, "false"))
+		res, err := waitSwap(ctx, run)
+		require.NoError(t, err, "result %+v", res)
+		require.Equal(t, workflows.OutcomeChanged, res.Outcome, "result %+v", res)
+		checkDrive(t, h, dom, second, first)
+		write(t, run, scenario, with(map[string]workflow.Version{waitPaused: 1}))
+	})
+	t.Run("canceled and restored", func(t *testing.T) {
+		t.Parallel()
+		const scenario = "canceled-restored"
+		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		h := startHost(t, xensim.Config{HostName: hostName("rec3-cancel"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		dom := domainOf(t, h, xensim.KindStubdom)
+		w := startWorker(t, h, workerOpts{})
+		first := iso(h, xensim.ISOTools)
+		swapOK(t, h, dom, first, workflows.OutcomeChanged)
+		ctx := testenv.Context(t, 2*time.Minute)
+		require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobNeverClose, "true"))
+		run := startSwap(t, ctx, swapInput(h, dom, iso(h, xensim.ISORescue), ""))
+		waitStepStarted(t, ctx, run, w, activities.NameDetachVBD)
+		require.NoError(t, the.client.CancelWorkflow(ctx, run.GetID(), run.GetRunID()))
+		require.NoError(t, h.SetFault(ctx, dom.Name, xensim.KnobNeverClose, "false"))
+		res, err := waitSwap(ctx, run)
+		require.Error(t, err)
+		require.Equal(t, workflows.OutcomeCanceled, res.Outcome, "result %+v", res)
+		checkDrive(t, h, dom, first, iso(h, xensim.ISORescue))
+		write(t, run, scenario, every)
+	})
+	t.Run("cancel too late", func(t *testing.T) {
+		t.Parallel()
+		const scenario = "cancel-too-late"
+		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		run := cancelDuringUnlock(t)
+		write(t, run, scenario, with(map[string]workflow.Version{cancelTooLate: 1}))
+	})
+}
+
+// cancelDuringUnlock runs a change on a fake host (no hold is possible in Unlock on xensim:
+// it only closes a lock file) whose Unlock waits until the run's cancellation is in its
+// history: the run ends changed, the cancellation too late.
+func cancelDuringUnlock(t *testing.T) client.WorkflowRun {
+	t.Helper()
+	host := hostName("rec3-late")
+	fh := &fakehost.Host{Name: host, Kind: activities.KindStubdom}
+	ctx := testenv.Context(t, time.Minute)
+	var run client.WorkflowRun
+	started := make(chan struct{})
+	fh.On(activities.NameUnlock, func(actx context.Context, n int, _ any) error {
+		if n != 1 {
+			return nil
+		}
+		<-started
+		for actx.Err() == nil {
+			h, err := fetchHistory(actx, run.GetID(), run.GetRunID())
+			if err == nil && countEvents(h, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED) > 0 {
+				return nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return actx.Err()
+	})
+	w := worker.New(the.client, activities.TaskQueue(host), worker.Options{
+		Interceptors: []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()},
+	})
+	workflows.Register(w)
+	fh.Register(w)
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+	in := workflows.ChangeMediumInput{Host: host, Domain: fakehost.Domain, DomID: fakehost.DomID, Vdev: fakehost.Vdev, Medium: fakehost.NewISO}
+	run = startSwap(t, ctx, in)
+	close(started)
+	// The cancellation is asked for once Unlock runs (the fake's first Unlock call).
+	require.Eventually(t, func() bool { return slices.Contains(fh.Names(), activities.NameUnlock) }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, the.client.CancelWorkflow(ctx, run.GetID(), run.GetRunID()))
+	res, err := waitSwap(ctx, run)
+	require.NoError(t, err, "result %+v", res)
+	require.Equal(t, workflows.OutcomeChanged, res.Outcome)
+	require.True(t, res.CancelTooLate, "result %+v", res)
+	return run
+}
+
 // lostFdsetRun is a run of loseFdsetInChangeMedium.
 type lostFdsetRun struct {
 	h             *xensim.Host
@@ -219,7 +441,7 @@ func loseFdsetInChangeMedium(t *testing.T) lostFdsetRun {
 	fake.Delay("query-block", holdFor)
 	ctx := testenv.Context(t, 2*time.Minute)
 	r.run = startSwap(t, ctx, swapInput(h, r.dom, r.second, ""))
-	waitStepStarted(t, ctx, r.run, activities.NameChangeMedium)
+	waitStepStarted(t, ctx, r.run, w1, activities.NameChangeMedium)
 	w1.kill()
 	fake.Delay("query-block", 0)
 	startWorker(t, h, workerOpts{})
@@ -285,12 +507,31 @@ func (o *extraStepOutbound) ExecuteActivity(ctx workflow.Context, activityType s
 	return o.Next.ExecuteActivity(ctx, activityType, args...)
 }
 
-// schedules reports whether h schedules an activity of type step.
+// ExecuteLocalActivity adds the same extra step where Eject runs as a local activity.
+// (Go's replayer does not notice an extra local activity, sdk-go#983, so the extra step is
+// a regular activity: a command where the history has a LocalActivity marker.)
+func (o *extraStepOutbound) ExecuteLocalActivity(ctx workflow.Context, activityType string, args ...any) workflow.Future {
+	if activityType == activities.NameEject && !o.added {
+		o.added = true
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+		o.Next.ExecuteActivity(actx, activities.NameVerify, activities.VerifyInput{})
+	}
+	return o.Next.ExecuteLocalActivity(ctx, activityType, args...)
+}
+
+// schedules reports whether h runs an activity of type step, regular or local.
 func schedules(h *historypb.History, step string) bool {
 	for _, e := range h.GetEvents() {
 		if e.GetEventType() == enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED &&
 			e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() == step {
 			return true
+		}
+		if m := e.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "LocalActivity" {
+			var d struct{ ActivityType string }
+			if ps := m.GetDetails()["data"].GetPayloads(); len(ps) > 0 &&
+				converter.GetDefaultDataConverter().FromPayload(ps[0], &d) == nil && d.ActivityType == step {
+				return true
+			}
 		}
 	}
 	return false

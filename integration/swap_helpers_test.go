@@ -137,9 +137,40 @@ func pendingStep(ctx context.Context, run client.WorkflowRun, step string) (*wor
 	return resp, false, nil
 }
 
-// waitStepStarted waits until the run's activity step has started.
-func waitStepStarted(t testing.TB, ctx context.Context, run client.WorkflowRun, step string) {
+// stepStarted returns the time of the first "Step started" line of step in run that a
+// worker logged (at debug level, which startWorker sets).
+func stepStarted(logs string, run client.WorkflowRun, step string) (time.Time, bool) {
+	for _, l := range strings.Split(logs, "\n") {
+		if !strings.Contains(l, `msg="Step started"`) || !strings.Contains(l, " step="+step+" ") ||
+			!strings.Contains(l, " RunID="+run.GetRunID()+" ") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		return at, err == nil
+	}
+	return time.Time{}, false
+}
+
+// waitStepStarted waits until the run's step has started on worker w: a regular activity is
+// then a pending activity of the run, a local one (workflows.RunsLocal) is seen only in the
+// worker's log.
+func waitStepStarted(t testing.TB, ctx context.Context, run client.WorkflowRun, w *workerProc, step string) {
 	t.Helper()
+	if workflows.RunsLocal(step) {
+		for {
+			if _, ok := stepStarted(w.logs.String(), run, step); ok {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("local step %s of run %s did not start on worker %d: %v", step, run.GetID(), w.PID(), ctx.Err())
+			case <-w.done:
+				t.Fatalf("worker %d exited before local step %s of run %s started: %v", w.PID(), step, run.GetID(), w.err)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	var last *workflowservice.DescribeWorkflowExecutionResponse
 	for {
 		resp, ok, err := pendingStep(ctx, run, step)

@@ -226,7 +226,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		}
 	}()
 
-	interceptors := []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor()}
+	interceptors := []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor(), &stepLog{}}
 	if o.metricsListen != "" {
 		m := metrics.New(o.host)
 		defer m.Close()
@@ -261,8 +261,10 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		MaxConcurrentActivityTaskPollers: taskPollers,
 		WorkerStopTimeout:                workerStopTimeout,
 		StickyScheduleToStartTimeout:     stickyTimeout,
-		// Heartbeats let the server retry a step whose worker died within seconds; the
-		// metrics' interceptors time the steps and count the swaps.
+		// Heartbeats let the server retry a regular step whose worker died within seconds
+		// (local steps have none: they run again with their workflow task); the step log
+		// says when each step starts; the metrics' interceptors time the steps and count
+		// the swaps.
 		Interceptors: interceptors,
 	})
 	workflows.Register(w)

@@ -44,6 +44,9 @@ type ChangeMediumInput struct {
 	// BatchID is the id of the batch (FleetSwap) this swap belongs to, "" for a swap a
 	// person started alone; it goes into the CdswapBatch search attribute and the memo.
 	BatchID string `json:",omitempty"`
+	// Bench is set only by benchmarks, to run the old way beside the new (BenchOptions);
+	// nil in production.
+	Bench *BenchOptions `json:",omitempty"`
 }
 
 // ChangeMediumResult is what a ChangeMedium run did. A successful run returns it; a failed
@@ -89,6 +92,20 @@ type StepRecord struct {
 	Restore bool
 	// Detail adds what the step was asked ("force", "fdset 4", "params /isos/a.iso").
 	Detail string
+	// Local marks a step run as a local activity: one LocalActivity marker per attempt in
+	// the history, with a timer for each pause between attempts.
+	Local bool `json:",omitempty"`
+	// Failures are the failures of the attempts before the last of a local step (a regular
+	// step's history keeps the one before the last).
+	Failures []StepFailure `json:",omitempty"`
+}
+
+// StepFailure is how one attempt of a step failed.
+type StepFailure struct {
+	// Attempt is the attempt's number, from 1.
+	Attempt int32
+	// ErrorType and Error are as in StepRecord.
+	ErrorType, Error string
 }
 
 // Phase is what a run is doing.
@@ -129,6 +146,9 @@ var act *activities.Activities
 //
 //	stubdom: Inspect Lock Eject ReleaseFdset DetachVBD AttachVBD WaitFdset ChangeMedium Record Verify Unlock
 //	dom0:    Inspect Lock Eject AddFD ChangeMedium Record Verify Unlock
+//
+// Since changeLocalSteps the short steps (localSteps: all but DetachVBD, AttachVBD,
+// WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers.
 //
 // An eject skips ChangeMedium (and AddFD); a stubdom eject still re-attaches the PV disk, with
 // the empty-cdrom file, and waits for its fdset, because the drive must keep a vbd.
@@ -179,6 +199,7 @@ type swap struct {
 	known []int64 // every stub-devid fdset seen, sorted: never taken for a new one
 	fdset int64   // the fdset of the medium inserted last, -1 if none
 
+	local           bool   // the short steps run as local activities (changeLocalSteps)
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
 	restoreFailedAt string // the step whose failure ended the last restore round
@@ -201,6 +222,7 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	if err := s.validate(ctx); err != nil {
 		return s.finish(dctx, end{outcome: OutcomeRefused, errType: ErrRefused, cause: err})
 	}
+	s.local = s.useLocalSteps(ctx)
 	e := s.change(ctx, dctx)
 	if s.locked {
 		s.unlock(dctx)
@@ -423,7 +445,8 @@ func (s *swap) attachAndInsert(ctx workflow.Context, params string, insert bool)
 	w, err := call(s, ctx, activities.NameWaitFdset, act.WaitFdset, activities.WaitFdsetInput{
 		Drive:       s.drive,
 		KnownFdsets: slices.Clone(s.known),
-		Interval:    fdsetPollInterval,
+		Interval:    s.fdsetInterval(),
+		Wake:        !s.bench().FdsetPollOnly,
 		Timeout:     fdsetWaitTimeout,
 	}, fmt.Sprintf("known %v", s.known))
 	if err != nil {
@@ -661,15 +684,25 @@ func (s *swap) addKnown(ids ...int64) {
 // attempter is what every activities result has, through activities.Meta.
 type attempter interface{ AttemptNumber() int32 }
 
-// call runs one step as an activity with the step's options and records it.
+// call runs one step with the step's options and records it: as a local activity if the
+// run's short steps are local and step is one (localSteps), else as a regular activity on the
+// host's queue.
 func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.Context, I) (O, error), in I, detail string) (O, error) {
 	var out O
 	restore := s.phase == PhaseRestore
 	opts := activityOptions(s.in.Host, step, restore)
-	s.steps = append(s.steps, StepRecord{Name: step, Started: workflow.Now(ctx), Restore: restore, Detail: detail})
+	opts.DisableEagerExecution = s.bench().NoEager
+	local := s.isLocal(step)
+	s.steps = append(s.steps, StepRecord{Name: step, Started: workflow.Now(ctx), Restore: restore, Detail: detail, Local: local})
 	i := len(s.steps) - 1
 	s.step = step
-	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, in).Get(ctx, &out)
+	var err error
+	var localAttempts int32
+	if local {
+		localAttempts, err = s.runLocal(ctx, i, step, opts, fn, in, &out)
+	} else {
+		err = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, in).Get(ctx, &out)
+	}
 	s.step = ""
 	r := &s.steps[i]
 	r.Ended = workflow.Now(ctx)
@@ -677,9 +710,15 @@ func call[I, O any](s *swap, ctx workflow.Context, step string, fn func(context.
 		if a, ok := any(out).(attempter); ok {
 			r.Attempts = a.AttemptNumber()
 		}
+		if local {
+			r.Attempts = localAttempts
+		}
 		return out, nil
 	}
 	r.Attempts = failedAttempts(err, opts.RetryPolicy.MaximumAttempts)
+	if local {
+		r.Attempts = localAttempts
+	}
 	r.ErrorType, r.Error = shownType(err), ErrorMessage(err, "")
 	if r.ErrorType == "" && isCanceled(ctx, err) {
 		r.ErrorType = "Canceled"

@@ -11,7 +11,10 @@ import (
 
 // Tunables of the stubdom fdset wait and of the restore.
 const (
-	// fdsetPollInterval is WaitFdset's query-fdsets period (libxl polls every 200 ms).
+	// fdsetPollInterval is WaitFdset's query-fdsets period until the stubdom's vbd
+	// connects (libxl polls every 200 ms); a xenstore watch on the vbd frontend wakes the
+	// wait when it connects, and it then polls every 10 ms for up to a second
+	// (WaitFdsetInput.Wake): the stubdom add-fds soon after connecting.
 	fdsetPollInterval = 50 * time.Millisecond
 	// fdsetWaitTimeout bounds one WaitFdset attempt; it stays under the step's
 	// StartToCloseTimeout so that the activity reports ErrFdsetTimeout itself.
@@ -43,11 +46,14 @@ func restorePause(round int) time.Duration {
 // WorkflowTaskTimeout is the workflow task timeout ChangeMedium runs start with
 // (StartOptions). A workflow task that a worker took and then died with is given to another
 // worker only after it: the server's default, 10 s, was most of the stall after a crash. A
-// ChangeMedium task takes milliseconds (a short history, no local activities), so 2 s leaves
-// a slow or loaded worker a wide margin, and a task that still times out is only retried.
+// ChangeMedium task takes milliseconds plus its local activities (a few ms each); the SDK
+// keeps a task whose local activities run longer alive by completing it every 80 % of the
+// timeout (1.6 s) and going on in a new one, so 2 s still bounds the stall after a crash,
+// and a task that times out under load is only retried.
 const WorkflowTaskTimeout = 2 * time.Second
 
-// stepHeartbeat is every step's heartbeat timeout. The worker keeps a heartbeat going while a
+// stepHeartbeat is every regular step's heartbeat timeout (a local activity has none: a dead
+// worker's local steps run again with the workflow task). The worker keeps a heartbeat going while a
 // step runs (activities.NewHeartbeatInterceptor; WaitFdset heartbeats from its poll), so a
 // step whose worker died is retried this long after its last heartbeat instead of at its
 // StartToClose. The SDK sends at most one heartbeat per 80 % of it; 2 s keeps that to a

@@ -144,6 +144,11 @@ type Step struct {
 	Name string `json:"name"`
 	// ActivityID is the activity's id in the run.
 	ActivityID string `json:"activity_id,omitempty"`
+	// Local marks a step run as a local activity: the history holds only its end (a
+	// LocalActivity marker, written with the workflow task that ran it), so its start, end
+	// and detail come from the run's step records once the run ended, and its attempts
+	// from the marker.
+	Local bool `json:"local,omitempty"`
 	// Restore marks the steps that put the old medium back (known once the run ended, or
 	// from its progress query while it runs).
 	Restore bool `json:"restore"`
@@ -249,6 +254,9 @@ type historyBuilder struct {
 	// step by the timer's id: the later events of a step name it that way.
 	bySched map[int64]int
 	byTimer map[string]int
+	// taskWorker is the identity of the worker that started the last workflow task: the one
+	// that ran the local activities whose markers follow.
+	taskWorker string
 }
 
 // add folds in one event. Events of other types (workflow tasks, markers, signals) show
@@ -293,6 +301,11 @@ func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
 			endStep(&h.Steps[i], StepCanceled, at)
 		}
 
+	case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+		b.taskWorker = ev.GetWorkflowTaskStartedEventAttributes().GetIdentity()
+	case enumspb.EVENT_TYPE_MARKER_RECORDED:
+		b.marker(ev.GetMarkerRecordedEventAttributes(), at)
+
 	case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
 		a := ev.GetWorkflowExecutionCancelRequestedEventAttributes()
 		h.CancelRequested = &CancelRequest{At: at, By: a.GetIdentity(), Reason: a.GetCause()}
@@ -300,6 +313,55 @@ func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
 	default:
 		b.closed(ev, at)
 	}
+}
+
+// localActivityMarker is the SDK's name of the marker that records a local activity, and
+// localActivityData the "data" detail it carries (go.temporal.io/sdk internal
+// localActivityMarkerData; its JSON field names are the SDK's Go field names).
+const localActivityMarker = "LocalActivity"
+
+type localActivityData struct {
+	ActivityID   string
+	ActivityType string
+	// ReplayTime is the workflow's time when the local activity ended.
+	ReplayTime time.Time
+	// Attempt is the attempt that ended it, from 1.
+	Attempt int32
+	// Backoff is set when the local activity failed and is retried after a timer.
+	Backoff time.Duration
+}
+
+// marker folds in a LocalActivity marker as one step, ended when the local activity ended;
+// other markers (GetVersion's) are not steps.
+func (b *historyBuilder) marker(a *historypb.MarkerRecordedEventAttributes, at time.Time) {
+	if a.GetMarkerName() != localActivityMarker {
+		return
+	}
+	var d localActivityData
+	if ps := a.GetDetails()["data"]; len(ps.GetPayloads()) == 0 ||
+		converter.GetDefaultDataConverter().FromPayload(ps.GetPayloads()[0], &d) != nil {
+		return
+	}
+	end := d.ReplayTime
+	if end.IsZero() {
+		end = at
+	}
+	s := Step{Kind: StepActivity, Name: d.ActivityType, ActivityID: d.ActivityID, Local: true,
+		Scheduled: end, Attempts: max(d.Attempt, 1), Worker: b.taskWorker}
+	status := StepOK
+	if f := a.GetFailure(); f != nil {
+		switch failureType(f) {
+		case "Canceled":
+			status = StepCanceled
+		case "Timeout":
+			status = StepTimedOut
+		default:
+			status = StepFailed
+		}
+		s.Failures = append(s.Failures, attemptFailure(f, s.Attempts))
+	}
+	endStep(&s, status, end)
+	b.h.Steps = append(b.h.Steps, s)
 }
 
 // started takes from the run's first event what was asked, by whom and why.
@@ -490,26 +552,57 @@ func (h *History) applyResult(r *workflows.ChangeMediumResult) {
 }
 
 // applySteps matches the run's step records with the activities, in order: each record is
-// one scheduled activity. A mismatch (a history that is not ChangeMedium's) leaves the
-// steps as they are.
+// one scheduled activity, or one or more local activities (a local step's attempts are one
+// LocalActivity marker each, with a timer between two). A mismatch (a history that is not
+// ChangeMedium's) leaves the steps as they are. A local step's attempts are merged into one
+// step, which takes its start, end and earlier failures from its record: its markers hold
+// only their ends.
 func (h *History) applySteps(recs []workflows.StepRecord) {
-	var acts []*Step
-	for i := range h.Steps {
-		if h.Steps[i].Kind == StepActivity {
-			acts = append(acts, &h.Steps[i])
+	out := make([]Step, 0, len(h.Steps))
+	j := 0
+	for _, r := range recs {
+		for j < len(h.Steps) && h.Steps[j].Kind != StepActivity {
+			out = append(out, h.Steps[j])
+			j++
 		}
-	}
-	if len(recs) > len(acts) {
-		return
-	}
-	for i, r := range recs {
-		if acts[i].Name != r.Name {
+		if j >= len(h.Steps) {
+			break // a local step still running has no marker yet
+		}
+		if h.Steps[j].Name != r.Name {
+			if r.Local && r.ErrorType == "Canceled" {
+				continue // refused before it ran, or abandoned: no marker
+			}
 			return
 		}
+		s := h.Steps[j]
+		j++
+		if s.Local {
+			// The later attempts: a retry's timer, then the next marker.
+			for n := int32(2); n <= r.Attempts && j+1 < len(h.Steps) && h.Steps[j].Kind == StepTimer &&
+				h.Steps[j+1].Local && h.Steps[j+1].Name == r.Name; n++ {
+				next := h.Steps[j+1]
+				s.Status, s.Ended, s.Worker, s.Failures = next.Status, next.Ended, next.Worker, next.Failures
+				j += 2
+			}
+			s.Attempts = max(r.Attempts, 1)
+			var fs []AttemptFailure
+			for _, f := range r.Failures {
+				fs = append(fs, AttemptFailure{Attempt: f.Attempt, Failure: Failure{Type: f.ErrorType, Message: f.Error}})
+			}
+			for _, f := range s.Failures { // the last attempt's, from its marker
+				f.Attempt = s.Attempts
+				fs = append(fs, f)
+			}
+			s.Failures = fs
+			if s.Ended != nil && !r.Started.IsZero() && !r.Ended.IsZero() {
+				s.Scheduled = r.Started
+				endStep(&s, s.Status, r.Ended)
+			}
+		}
+		s.Restore, s.Detail = r.Restore, r.Detail
+		out = append(out, s)
 	}
-	for i, r := range recs {
-		acts[i].Restore, acts[i].Detail = r.Restore, r.Detail
-	}
+	h.Steps = append(out, h.Steps[j:]...)
 }
 
 func endStep(s *Step, status string, at time.Time) {

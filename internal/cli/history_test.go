@@ -201,3 +201,31 @@ func TestListQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestHistoryGoldenLocalSteps renders histories recorded with local steps (workflows'
+// local-short-steps: LocalActivity markers, one per attempt) and compares them with the
+// golden text in testdata/: each local step is one step, with its attempts, times and
+// earlier failures from the run's step records, and restore steps are marked. To rewrite the
+// golden files: go test ./internal/cli -run TestHistoryGoldenLocalSteps -update
+func TestHistoryGoldenLocalSteps(t *testing.T) {
+	for _, name := range []string{"stubdom-insert", "fdset-timeout-restored", "worker-crash-in-local-steps-resumed", "canceled-restored"} {
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open(filepath.Join(recordedHistories, "ChangeMedium-"+name+"-v3.json"))
+			require.NoError(t, err)
+			defer f.Close()
+			hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+			require.NoError(t, err)
+			h, err := BuildHistory(hist.GetEvents(), HistoryExtras{WorkflowID: "recorded-" + name})
+			require.NoError(t, err)
+			var text bytes.Buffer
+			require.NoError(t, WriteHistoryText(&text, h, time.UTC))
+			golden(t, filepath.Join("testdata", "local-"+name+".txt"), text.Bytes())
+			for _, s := range h.Steps {
+				if s.Kind == StepActivity {
+					assert.NotZero(t, s.Attempts, "step %d %s: attempts", s.Seq, s.Name)
+					assert.NotNil(t, s.Ended, "step %d %s: ended", s.Seq, s.Name)
+				}
+			}
+		})
+	}
+}

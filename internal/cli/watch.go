@@ -14,8 +14,11 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-// queryTimeout bounds one progress query: a run whose worker is gone does not answer.
-const queryTimeout = 2 * time.Second
+// queryTimeout bounds one progress query: a run whose worker is gone does not answer. A run
+// whose worker is running local steps answers only once their workflow task ends, or once
+// the SDK keeps it alive by completing it (every 80 % of workflows.WorkflowTaskTimeout, 1.6
+// s): the bound leaves room for that and the query's own dispatch.
+const queryTimeout = 2*workflows.WorkflowTaskTimeout + time.Second
 
 // waiter follows one ChangeMedium run until it ends, printing its steps as they go.
 type waiter struct {

@@ -59,13 +59,17 @@ func CLIPath() (string, error) {
 // service's queue readers default to 20 polls/s, which adds ~44 ms to every
 // scheduled->started hop of a short activity; short timers fire up to a second late unless
 // the timer queue's max time shift is lowered (both measured on this project's machines;
-// see DESIGN.md "Temporal").
+// see DESIGN.md "Temporal"). Eager activity execution hands an activity that a workflow
+// task schedules on the worker's own queue back in the task's completion response, which
+// skips matching: about 8 ms a regular step (BENCHMARKS.md); the SDK asks for it unless
+// ActivityOptions.DisableEagerExecution.
 var TunedDynamicConfig = []string{
 	"history.transferProcessorMaxPollRPS=10000",
 	"history.timerProcessorMaxPollRPS=10000",
 	"history.visibilityProcessorMaxPollRPS=10000",
 	`history.timerProcessorMaxTimeShift="10ms"`,
 	"system.forceSearchAttributesCacheRefreshOnRead=true",
+	"system.enableActivityEagerExecution=true",
 }
 
 // SearchAttributes are the keys cdswap writes on every swap, registered at start so that

@@ -1,0 +1,109 @@
+package workflows_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/testenv/fakehost"
+	"github.com/cdswap/cdswap/workflows"
+)
+
+// regularSteps are the steps that stay regular activities since local-short-steps.
+var regularSteps = map[string]bool{
+	activities.NameEject: true, activities.NameDetachVBD: true, activities.NameAttachVBD: true,
+	activities.NameWaitFdset: true, activities.NameAddFD: true,
+}
+
+// TestChangeMediumLocalSteps checks which steps a new run runs as local activities: all
+// but the PV disk steps, WaitFdset and AddFD, on both guest kinds, and none when a benchmark
+// asks for the old way (BenchOptions.RegularSteps). The steps, their order and the outcome
+// are the same either way.
+func TestChangeMediumLocalSteps(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		kind    activities.Kind
+		regular bool
+		want    []string
+	}{
+		{"stubdom", activities.KindStubdom, false, stubdomInsert},
+		{"dom0", activities.KindDom0, false, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
+		{"stubdom regular", activities.KindStubdom, true, stubdomInsert},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(tc.kind)
+			in := testInput()
+			if tc.regular {
+				in.Bench = &workflows.BenchOptions{RegularSteps: true}
+			}
+			_, r := newEnv(t, h, in)
+			r.execute(t, in)
+			require.NoError(t, r.err)
+			assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
+			assert.Equal(t, tc.want, h.Names())
+			require.Len(t, r.res.Steps, len(tc.want))
+			for _, s := range r.res.Steps {
+				assert.Equal(t, !tc.regular && !regularSteps[s.Name], s.Local, "step %s: Local", s.Name)
+				assert.EqualValues(t, 1, s.Attempts, "step %s: attempts", s.Name)
+			}
+		})
+	}
+}
+
+// TestChangeMediumWaitFdsetWake checks that WaitFdset is asked to wake on the stubdom's vbd
+// (WaitFdsetInput.Wake), and polls only when a benchmark asks for the old wait.
+func TestChangeMediumWaitFdsetWake(t *testing.T) {
+	for _, pollOnly := range []bool{false, true} {
+		h := newFakeHost(activities.KindStubdom)
+		in := testInput()
+		if pollOnly {
+			in.Bench = &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: 20e6}
+		}
+		_, r := newEnv(t, h, in)
+		r.execute(t, in)
+		require.NoError(t, r.err)
+		waits := fakehost.Inputs[activities.WaitFdsetInput](h, "WaitFdset")
+		require.Len(t, waits, 1)
+		assert.Equal(t, !pollOnly, waits[0].Wake, "Wake")
+		if pollOnly {
+			assert.EqualValues(t, 20e6, waits[0].Interval, "Interval")
+		}
+	}
+}
+
+// TestChangeMediumLocalRetriesRecorded checks that a local step retried by its policy
+// records each failed attempt (the SDK keeps only a local activity's last), and that a
+// non-retryable error is not retried.
+func TestChangeMediumLocalRetriesRecorded(t *testing.T) {
+	h := newFakeHost(activities.KindStubdom)
+	h.On("Verify", fakehost.FailCalls(2, activities.ErrTrayLocked, true, "the guest keeps the tray of hdc locked"))
+	h.On("Record", fakehost.FailCalls(1, "wrapError", true, "xenstored restarting"))
+	r := runChange(t, h)
+	require.NoError(t, r.err)
+	byName := map[string]workflows.StepRecord{}
+	for _, s := range r.res.Steps {
+		byName[s.Name] = s
+	}
+	assert.EqualValues(t, 3, byName["Verify"].Attempts)
+	assert.Equal(t, []workflows.StepFailure{
+		{Attempt: 1, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
+		{Attempt: 2, ErrorType: activities.ErrTrayLocked, Error: "the guest keeps the tray of hdc locked"},
+	}, byName["Verify"].Failures)
+	assert.EqualValues(t, 2, byName["Record"].Attempts)
+	assert.Len(t, byName["Record"].Failures, 1)
+	assert.Empty(t, byName["Inspect"].Failures)
+
+	h = newFakeHost(activities.KindStubdom)
+	h.On("Record", fakehost.FailCalls(1, activities.ErrBadInput, false, "no such drive"))
+	r = runChange(t, h)
+	require.Error(t, r.err)
+	i := slices.IndexFunc(r.res.Steps, func(s workflows.StepRecord) bool { return s.Name == "Record" })
+	require.GreaterOrEqual(t, i, 0)
+	rec := r.res.Steps[i]
+	assert.EqualValues(t, 1, rec.Attempts, "a non-retryable error is not retried: %+v", rec)
+	assert.Empty(t, rec.Failures)
+	assert.Equal(t, activities.ErrBadInput, rec.ErrorType)
+}

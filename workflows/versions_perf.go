@@ -1,0 +1,228 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	failurepb "go.temporal.io/api/failure/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cdswap/cdswap/activities"
+)
+
+// changeLocalSteps: the short steps that wait on no other party (localSteps) run as local
+// activities on the worker that runs the workflow task, recorded as LocalActivity markers,
+// instead of as activities dispatched through the server. A run of them costs one workflow
+// task instead of one task, three history events and two server round trips per step
+// (BENCHMARKS.md). The steps that wait on the stubdom or on blkback (DetachVBD, AttachVBD,
+// WaitFdset) and dom0's AddFD stay regular activities with heartbeats. Runs recorded before
+// it replay with every step a regular activity.
+const changeLocalSteps = "local-short-steps"
+
+// localSteps are the steps run as local activities since changeLocalSteps: each takes a few
+// milliseconds of QMP, xenstore or lock-file work on this host and never waits for another
+// party to act. A worker that dies in one of them leaves the workflow task it ran in to time
+// out (WorkflowTaskTimeout); the next worker replays the run and runs again every local
+// step since the last completed workflow task, which is safe because every step is
+// idempotent.
+//
+// Eject is not one: it is the first step that touches the drive, and Inspect's answer (the
+// old medium a restore puts back) must be in the history before it runs. Inspect run again
+// after a lost eject would find the drive empty and answer "no old medium". As a regular
+// activity (dispatched eagerly), Eject is scheduled by the completion of the workflow task
+// that ran Inspect and Lock, which records their markers first.
+var localSteps = map[string]bool{
+	activities.NameInspect:      true,
+	activities.NameLock:         true,
+	activities.NameReleaseFdset: true,
+	activities.NameChangeMedium: true,
+	activities.NameRecord:       true,
+	activities.NameVerify:       true,
+	activities.NameUnlock:       true,
+}
+
+// RunsLocal reports whether a new ChangeMedium run (with changeLocalSteps) runs step as a
+// local activity: such a step is no pending activity while it runs and is recorded as a
+// LocalActivity marker.
+func RunsLocal(step string) bool { return localSteps[step] }
+
+// BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
+// way it runs now, on one server and one worker, so that both are measured in the same run.
+// Production leaves ChangeMediumInput.Bench nil: the CLI and FleetSwap never set it.
+type BenchOptions struct {
+	// RegularSteps runs every step as a regular activity, as runs before changeLocalSteps did.
+	RegularSteps bool `json:",omitempty"`
+	// NoEager asks the server not to hand an activity back in the completion of the workflow
+	// task that scheduled it (ActivityOptions.DisableEagerExecution), as with a server whose
+	// system.enableActivityEagerExecution is off.
+	NoEager bool `json:",omitempty"`
+	// FdsetPollInterval replaces WaitFdset's poll interval (0: fdsetPollInterval).
+	FdsetPollInterval time.Duration `json:",omitempty"`
+	// FdsetPollOnly makes WaitFdset poll every interval only, without the xenstore watch
+	// and the fast polls once the stubdom's vbd connected (WaitFdsetInput.Wake).
+	FdsetPollOnly bool `json:",omitempty"`
+	// LocalVBD runs DetachVBD and AttachVBD as local activities too (with changeLocalSteps),
+	// to measure what production does not do: they wait on blkback and the stubdom, for up
+	// to seconds, so they stay regular activities with heartbeats.
+	LocalVBD bool `json:",omitempty"`
+}
+
+// isLocal says whether the run runs step as a local activity.
+func (s *swap) isLocal(step string) bool {
+	if !s.local {
+		return false
+	}
+	return localSteps[step] || s.bench().LocalVBD && (step == activities.NameDetachVBD || step == activities.NameAttachVBD)
+}
+
+// bench is the run's BenchOptions (the zero value in production).
+func (s *swap) bench() BenchOptions {
+	if s.in.Bench == nil {
+		return BenchOptions{}
+	}
+	return *s.in.Bench
+}
+
+// useLocalSteps records changeLocalSteps and says whether the run's short steps are local
+// activities.
+func (s *swap) useLocalSteps(ctx workflow.Context) bool {
+	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, 1)
+	return v >= 1 && !s.bench().RegularSteps
+}
+
+// fdsetInterval is WaitFdset's poll interval for this run.
+func (s *swap) fdsetInterval() time.Duration {
+	if d := s.bench().FdsetPollInterval; d > 0 {
+		return d
+	}
+	return fdsetPollInterval
+}
+
+// localActivityOptions are the options of one attempt of a short step run as a local
+// activity: the regular activity's StartToClose (activityOptions), and no retry by the SDK:
+// runLocal retries by the step's policy, so that each failed attempt is recorded (the SDK
+// records only a local activity's last). A local activity has no heartbeat and no task queue
+// of its own: it runs on the worker that runs the workflow, which polls the host's queue.
+func localActivityOptions(o workflow.ActivityOptions) workflow.LocalActivityOptions {
+	return workflow.LocalActivityOptions{
+		StartToCloseTimeout: o.StartToCloseTimeout,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+	}
+}
+
+// runLocal runs the local step s.steps[i] by the retry policy of opts: each attempt a local
+// activity (a LocalActivity marker), a failed one followed by a timer for the policy's
+// backoff, until one ends well, the error is not retryable, the attempts are used up or ctx
+// is canceled. It records the failures of the attempts before the last in the step's record
+// and returns the number of attempts made.
+func (s *swap) runLocal(ctx workflow.Context, i int, step string, opts workflow.ActivityOptions, fn, in, out any) (int32, error) {
+	rp := opts.RetryPolicy
+	for attempt := int32(1); ; attempt++ {
+		err := localStepError(step, runStep(ctx, step, true, opts, fn, in).Get(ctx, out))
+		if err == nil || attempt >= rp.MaximumAttempts || !retryable(err, rp) || ctx.Err() != nil {
+			return attempt, err
+		}
+		s.steps[i].Failures = append(s.steps[i].Failures, StepFailure{Attempt: attempt, ErrorType: shownType(err), Error: ErrorMessage(err, "")})
+		if err := workflow.Sleep(ctx, retryDelay(rp, attempt, err)); err != nil {
+			return attempt, err
+		}
+	}
+}
+
+// retryable reports whether a step's error may be retried under policy rp, as the server
+// decides for a regular activity: not a cancellation, not a non-retryable application error
+// nor one of rp's non-retryable types.
+func retryable(err error, rp *temporal.RetryPolicy) bool {
+	if temporal.IsCanceledError(err) {
+		return false
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return !appErr.NonRetryable() && !slices.Contains(rp.NonRetryableErrorTypes, appErr.Type())
+	}
+	return true
+}
+
+// retryDelay is the pause after failed attempt n under rp: the error's own NextRetryDelay if
+// it gives one, else InitialInterval times BackoffCoefficient^(n-1), at most MaximumInterval.
+func retryDelay(rp *temporal.RetryPolicy, n int32, err error) time.Duration {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.NextRetryDelay() > 0 {
+		return appErr.NextRetryDelay()
+	}
+	d := float64(rp.InitialInterval) * math.Pow(rp.BackoffCoefficient, float64(n-1))
+	if rp.MaximumInterval > 0 && d > float64(rp.MaximumInterval) {
+		return rp.MaximumInterval
+	}
+	return time.Duration(d)
+}
+
+// abandonable are the local steps that change nothing on the host but libxl's lock, so that
+// a cancellation may abandon them at once (the SDK cancels a local activity's context and
+// does not wait for it): Inspect and Verify only read, and Lock may wait for xl's lock for
+// a minute, which a cancellation should not have to wait out (Unlock runs on every path once
+// Lock was called, whether or not it got the lock).
+var abandonable = map[string]bool{
+	activities.NameInspect: true,
+	activities.NameLock:    true,
+	activities.NameVerify:  true,
+}
+
+// runStep runs step with options opts, as a local activity if local, else as a regular one,
+// and returns its future.
+//
+// A local activity canceled by the workflow's context is abandoned by the SDK at once, even
+// if it still changes the drive; a regular one is waited for (WaitForCancellation). So a
+// local step that changes the drive runs on a context disconnected from the run's
+// cancellation and always ends by itself, in milliseconds; the cancellation is seen by the
+// next step, which is refused before it starts (as the SDK refuses a regular activity on a
+// canceled context), and the restore that follows never races with a step still running.
+// The abandonable steps keep the run's context.
+func runStep(ctx workflow.Context, step string, local bool, opts workflow.ActivityOptions, fn any, in any) workflow.Future {
+	if !local {
+		return workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, opts), fn, in)
+	}
+	if ctx.Err() != nil {
+		f, set := workflow.NewFuture(ctx)
+		set.Set(nil, temporal.NewCanceledError())
+		return f
+	}
+	lctx := ctx
+	if !abandonable[step] {
+		lctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	return workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(lctx, localActivityOptions(opts)), fn, in)
+}
+
+// localStepError gives a local activity's error the shape of a regular activity's, an
+// *temporal.ActivityError around the activity's own error, so that the workflow's error
+// handling (CauseType, shownType, failedAttempts, isCanceled) reads both alike: the SDK
+// returns a local activity's error bare (its test environment already wraps it).
+func localStepError(step string, err error) error {
+	if _, ok := err.(*temporal.ActivityError); ok || err == nil {
+		return err
+	}
+	retry := enumspb.RETRY_STATE_UNSPECIFIED
+	var appErr *temporal.ApplicationError
+	if temporal.IsCanceledError(err) {
+		retry = enumspb.RETRY_STATE_CANCEL_REQUESTED
+	} else if errors.As(err, &appErr) && appErr.NonRetryable() {
+		retry = enumspb.RETRY_STATE_NON_RETRYABLE_FAILURE
+	}
+	fc := temporal.GetDefaultFailureConverter()
+	f := &failurepb.Failure{
+		Message: fmt.Sprintf("local activity %s failed", step),
+		Cause:   fc.ErrorToFailure(err),
+		FailureInfo: &failurepb.Failure_ActivityFailureInfo{ActivityFailureInfo: &failurepb.ActivityFailureInfo{
+			ActivityType: &commonpb.ActivityType{Name: step},
+			RetryState:   retry,
+		}},
+	}
+	return fc.FailureToError(f)
+}
