@@ -205,6 +205,7 @@ func runStep(ctx workflow.Context, step string, local bool, opts workflow.Activi
 // handling (CauseType, shownType, failedAttempts, isCanceled) reads both alike: the SDK
 // returns a local activity's error bare (its test environment already wraps it).
 func localStepError(step string, err error) error {
+	//nolint:errorlint // only an error that is itself an ActivityError has the regular shape
 	if _, ok := err.(*temporal.ActivityError); ok || err == nil {
 		return err
 	}
