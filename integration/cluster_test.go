@@ -225,13 +225,14 @@ type clusterFault struct {
 // TestCluster runs cdswap on a real self-hosted cluster (scripts/cluster.sh: PostgreSQL,
 // frontend, history, matching and worker as separate processes, archival on): three xensim
 // hosts with a stubdom and a dom0 guest each and a cdswap-worker per host; a swap of every
-// drive, checked against xensim's state; then, with a swap of every drive held inside its
-// ChangeMedium step, each fault in turn (the history service SIGKILLed, the matching service
-// restarted, PostgreSQL restarted with a fast shutdown, every worker SIGKILLed): every swap
-// must still end changed, with each step scheduled once, the drive as checkDrive wants it
-// and, unless the worker died, QEMU asked to change the medium exactly once. Last, a swap
-// is deleted from the primary store and `cdswap history` must still show it, from the
-// archive.
+// drive, checked against xensim's state; a batch across the three hosts that changes every
+// drive again (`cdswap batch start --wait`), each drive checked the same way; then, with a
+// swap of every drive held inside its ChangeMedium step, each fault in turn (the history
+// service SIGKILLed, the matching service restarted, PostgreSQL restarted with a fast
+// shutdown, every worker SIGKILLed): every swap must still end changed, with each step
+// scheduled once, the drive as checkDrive wants it and, unless the worker died, QEMU asked
+// to change the medium exactly once. Last, a swap is deleted from the primary store and
+// `cdswap history` must still show it, from the archive.
 //
 // It must not call t.Parallel (see useCluster).
 func TestCluster(t *testing.T) {
@@ -285,6 +286,12 @@ func TestCluster(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	t.Run("batch", func(t *testing.T) {
+		clusterBatch(t, drives)
+	})
+	if t.Failed() {
+		return
+	}
 
 	faults := []clusterFault{
 		{name: "history SIGKILLed", inject: func(t *testing.T, c *cluster, _ map[string]*workerProc) {
@@ -320,6 +327,40 @@ func TestCluster(t *testing.T) {
 		checkArchivedHistory(t, c, drives[0].last)
 	})
 	t.Logf("TestCluster took %s", time.Since(t0).Round(time.Millisecond))
+}
+
+// clusterBatch changes every drive to its other image with one batch across the hosts,
+// started and followed with the cdswap binary, and checks each drive against xensim's
+// state, the batch's report and its history's replay.
+func clusterBatch(t *testing.T, drives []*clusterDrive) {
+	var b strings.Builder
+	b.WriteString("host,domain,vdev,medium\n")
+	want := map[string]string{} // swap id -> new medium
+	for _, d := range drives {
+		fmt.Fprintf(&b, "%s,%s,%s,%s\n", d.h.Name(), d.dom.Name, d.dom.Vdev, d.nextMedium())
+		want[workflows.WorkflowID(d.h.Name(), d.dom.DomID, d.dom.Vdev)] = d.nextMedium()
+	}
+	r := runCLI(t, "batch", "start", "--plan", writePlan(t, "plan.csv", b.String()), "--per-host", "1",
+		"--reason", "cluster batch", "--wait", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var res workflows.FleetSwapResult
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &res), r.stdout)
+	assert.Equal(t, workflows.FleetDone, res.Status)
+	assert.Equal(t, len(drives), res.Changed, "%+v", res)
+	for _, d := range drives {
+		medium := d.nextMedium()
+		checkDrive(t, d.h, d.dom, medium, d.medium)
+		d.medium = medium
+	}
+	rows := batchReport(t, res.Batch)
+	require.Len(t, rows, len(drives))
+	for _, row := range rows {
+		assert.Equal(t, string(workflows.OutcomeChanged), row.Outcome, "%+v", row)
+		assert.Equal(t, want[row.SwapID], row.New, "%+v", row)
+	}
+	h, err := fetchHistory(testenv.Context(t, 30*time.Second), res.Batch, "")
+	require.NoError(t, err)
+	require.NoError(t, replay(h, registerAll), "replay of batch %s", res.Batch)
 }
 
 // swapThroughFault starts a swap of every drive, each held inside its ChangeMedium step (its

@@ -3,7 +3,11 @@
 # installs. It starts a real Temporal server (the CLI's dev server, SQLite, with its Web UI),
 # a simulated Xen dom0 (xensim: our xenstored, a stubdom guest and a dom0-QEMU guest, real
 # QEMU where installed) and a cdswap-worker for that host; then, on each guest, inserts a
-# medium, inserts another, and ejects, printing each swap's live steps and its history.
+# medium, inserts another, and ejects, printing each swap's live steps and its history. Then
+# a fleet: two more xensim hosts sharing the ISO library, several guests each, and a batch
+# that changes every drive holding one image on both (a dry run first, then the batch with
+# its progress bar, paused and resumed while it runs), and the audit at the end: the
+# batch's report, `cdswap list --batch` and `cdswap audit export`.
 # Everything it started is stopped when it ends or is interrupted.
 # CDSWAP_CLUSTER=1 runs the same demo on a real Temporal cluster (scripts/cluster.sh:
 # PostgreSQL and the four Temporal services as separate processes) instead of the dev server.
@@ -17,6 +21,8 @@ UI_PORT=${DEMO_UI_PORT:-18233}
 BIN=$DEMO/bin
 LOGS=$DEMO/logs
 SIM=$DEMO/xensim
+ISOS=$DEMO/isos # the ISO library every host of the demo shares (xensim --isos)
+FLEET=(${DEMO_FLEET:-demo1 demo2})
 pids=()
 cluster_pid=
 
@@ -40,7 +46,7 @@ trap 'stop_all' EXIT
 trap 'echo; echo "demo: interrupted, stopping what it started"; exit 130' INT TERM
 
 mkdir -p "$BIN" "$LOGS"
-rm -rf "$SIM" "$DEMO/temporal.db" "$DEMO/cluster" # each demo starts with an empty history
+rm -rf "$SIM" "$DEMO"/xensim-* "$ISOS" "$DEMO/audit" "$DEMO/temporal.db" "$DEMO/cluster" # each demo starts with an empty history
 
 say "Building cdswap, cdswap-worker and xensim"
 go build -o "$BIN/cdswap" ./starter
@@ -75,25 +81,27 @@ else
 fi
 
 say "Starting xensim: host $HOST with a stubdom guest and a dom0-QEMU guest"
-"$BIN/xensim" --dir "$SIM" --host "$HOST" --stubdom 1 --dom0 1 >"$LOGS/xensim.out" 2>"$LOGS/xensim.log" &
-pids+=($!)
-for _ in $(seq 300); do
-  [ -s "$SIM/xensim.json" ] && break
-  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/xensim.log"; echo "demo: xensim did not start" >&2; exit 1; }
-  sleep 0.2
-done
-cat "$LOGS/xensim.out"
-
-say "Starting cdswap-worker for host $HOST"
-# The worker flags are the ones xensim printed (--host, --xenstore, --qmp-dir, --libxl-dir, --iso-root).
-read -r -a wflags < <(sed -n 's/^worker flags: //p' "$LOGS/xensim.out")
-"$BIN/cdswap-worker" "${wflags[@]}" --address "$TEMPORAL_ADDRESS" >"$LOGS/worker.log" 2>&1 &
-pids+=($!)
-sleep 1
-kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/worker.log"; echo "demo: the worker did not start" >&2; exit 1; }
-echo "worker running (log: $LOGS/worker.log)"
-
-ISOS=$SIM/isos
+start_host() { # host, folder, then xensim's guest flags; then its cdswap-worker
+  local host=$1 dir=$2
+  shift 2
+  "$BIN/xensim" --dir "$dir" --host "$host" --isos "$ISOS" "$@" >"$LOGS/xensim-$host.out" 2>"$LOGS/xensim-$host.log" &
+  pids+=($!)
+  for _ in $(seq 300); do
+    [ -s "$dir/xensim.json" ] && break
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/xensim-$host.log"; echo "demo: xensim $host did not start" >&2; exit 1; }
+    sleep 0.2
+  done
+  cat "$LOGS/xensim-$host.out"
+  # The worker flags are the ones xensim printed (--host, --xenstore, --qmp-dir, --libxl-dir, --iso-root).
+  local wflags
+  read -r -a wflags < <(sed -n 's/^worker flags: //p' "$LOGS/xensim-$host.out")
+  "$BIN/cdswap-worker" "${wflags[@]}" --address "$TEMPORAL_ADDRESS" >"$LOGS/worker-$host.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$LOGS/worker-$host.log"; echo "demo: the worker of $host did not start" >&2; exit 1; }
+  echo "cdswap-worker for $host running (log: $LOGS/worker-$host.log)"
+}
+start_host "$HOST" "$SIM" --stubdom 1 --dom0 1
 swap() { # guest, then insert MEDIUM or eject
   local guest=$1 verb=$2 medium=${3:-}
   local args=(--host "$HOST" --domain "$guest" --vdev hdc --reason "make demo" --ticket DEMO-1 --wait)
@@ -133,10 +141,56 @@ for guest in stubdom-1 dom0-1; do
   swap "$guest" eject
 done
 
+fleet_demo() {
+  local hosts old=$ISOS/debian-netinst.iso new=$ISOS/tools.iso id
+  hosts=$(IFS=,; echo "${FLEET[*]}")
+  say "A fleet: hosts $hosts, 3 stubdom and 3 dom0 guests each (fake QEMU), sharing the ISO library $ISOS"
+  for h in "${FLEET[@]}"; do
+    # A stub domain takes 1 s to add a new disk's fd, so that the batch runs long enough to pause.
+    start_host "$h" "$DEMO/xensim-$h" --stubdom 3 --dom0 3 --qemu fake --agent-delay 1s
+  done
+  local sel=(--hosts "$hosts" --holding "$old" --medium "$new")
+  say "cdswap batch start ${sel[*]} --dry-run"
+  "$BIN/cdswap" batch start "${sel[@]}" --dry-run
+
+  say "cdswap batch start ${sel[*]} --limit 4 --per-host 2 --wait (paused and resumed meanwhile)"
+  # The operator, meanwhile: pause the batch once it runs, look at it, resume it.
+  (
+    for _ in $(seq 100); do
+      id=$("$BIN/cdswap" batch list --json 2>/dev/null | sed -n 's/.*"batch": *"\([^"]*\)".*/\1/p' | head -n1)
+      [ -n "$id" ] && break
+      sleep 0.2
+    done
+    sleep 1
+    echo "\$ cdswap batch pause $id --reason 'make demo: look before going on'"
+    "$BIN/cdswap" batch pause "$id" --reason "make demo: look before going on"
+    sleep 3
+    echo "\$ cdswap batch resume $id"
+    "$BIN/cdswap" batch resume "$id" --reason "make demo: go on"
+  ) >"$LOGS/operator.log" 2>&1 &
+  local operator=$!
+  pids+=("$operator")
+  "$BIN/cdswap" batch start "${sel[@]}" --limit 4 --per-host 2 --reason "make demo: drivers" --ticket DEMO-3 --wait
+  wait "$operator" || true
+  say "Meanwhile, from another terminal:"
+  cat "$LOGS/operator.log"
+
+  id=$("$BIN/cdswap" batch list --json | sed -n 's/.*"batch": *"\([^"]*\)".*/\1/p' | head -n1)
+  say "cdswap batch report $id"
+  "$BIN/cdswap" batch report "$id"
+  say "cdswap list --batch $id (the audit: who changed what, when and why)"
+  "$BIN/cdswap" list --batch "$id"
+  say "cdswap audit export --since 1h --batch $id --out $DEMO/audit"
+  "$BIN/cdswap" audit export --since 1h --batch "$id" --out "$DEMO/audit"
+  ls "$DEMO/audit" | head -n 5
+}
+fleet_demo
+
 say "Done"
 echo "Temporal Web UI: $UI_URL/namespaces/default/workflows (open it while the demo runs: DEMO_KEEP=1 make demo)"
 echo "All swaps: $BIN/cdswap list --host $HOST"
 "$BIN/cdswap" list --host "$HOST"
+"$BIN/cdswap" batch list
 if [ "${DEMO_KEEP:-}" = 1 ]; then
   echo "DEMO_KEEP=1: everything keeps running; press Ctrl-C to stop it."
   wait

@@ -404,7 +404,7 @@ func (f *fleet) start(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue 
 		f.tick++
 		var busy *temporal.ChildWorkflowExecutionAlreadyStartedError
 		if errors.As(err, &busy) {
-			f.busy(ctx, d, ref, requeue)
+			f.busy(ctx, gctx, d, ref, requeue)
 			return
 		}
 		f.record(d, res, err)
@@ -412,8 +412,10 @@ func (f *fleet) start(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue 
 }
 
 // busy handles a drive whose swap someone else runs: try again after BusyWait unless the
-// batch winds down, or report it busy after BusyTries.
-func (f *fleet) busy(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue func(int)) {
+// batch winds down, or report it busy after BusyTries. It runs in the drive's coroutine,
+// so it blocks on that coroutine's gctx (blocking on the batch's ctx from another
+// coroutine panics the workflow task); ctx only says whether the batch was canceled.
+func (f *fleet) busy(ctx, gctx workflow.Context, d FleetDrive, ref DriveRef, requeue func(int)) {
 	f.tries[ref]++
 	try := f.tries[ref]
 	if try >= f.in.BusyTries {
@@ -426,7 +428,7 @@ func (f *fleet) busy(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue f
 	}
 	f.log.Info("Drive busy with another swap; trying again later", "host", d.Host, "domid", d.DomID, "vdev", d.Vdev, "try", try)
 	f.retrying++
-	_, _ = workflow.AwaitWithTimeout(ctx, f.in.BusyWait, func() bool { return !f.active() })
+	_, _ = workflow.AwaitWithTimeout(gctx, f.in.BusyWait, func() bool { return !f.active() || ctx.Err() != nil })
 	f.retrying--
 	f.tick++
 	if !f.active() || ctx.Err() != nil {

@@ -356,7 +356,14 @@ func reasonNote(r string) string {
 // describeBatch says how a batch ended, in one line.
 func describeBatch(r workflows.FleetSwapResult) string {
 	return fmt.Sprintf("batch %s %s: %d of %d drive(s) done: %d changed, %d unchanged, %d failed (%d restored), %d canceled, %d busy; %d not started%s",
-		r.Batch, r.Status, r.Done, r.Total, r.Changed, r.Unchanged, r.Failed, r.Restored, r.Canceled, r.Busy, r.NotStarted, reasonNote(r.Reason))
+		r.Batch, r.Status, r.Done, r.Total, r.Changed, r.Unchanged, r.Failed, r.Restored, r.Canceled, busyCount(r), r.NotStarted, reasonNote(r.Reason))
+}
+
+// busyCount is how many drives of a finished batch were busy. FleetSwapResult's Busy
+// list (up to 1,000 drives) shadows the count of its embedded FleetCounters, in Go and in
+// its JSON, so a result read back from Temporal has only the list.
+func busyCount(r workflows.FleetSwapResult) int {
+	return max(r.FleetCounters.Busy, len(r.Busy))
 }
 
 // batchID checks the ID argument.

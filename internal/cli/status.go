@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -12,12 +13,15 @@ import (
 
 // statusView is the JSON of `cdswap status --json`.
 type statusView struct {
-	WorkflowID string     `json:"workflow_id"`
-	RunID      string     `json:"run_id"`
-	Status     string     `json:"status"`
-	Outcome    string     `json:"outcome"`
-	Phase      string     `json:"phase,omitempty"`
-	Step       *Step      `json:"step,omitempty"`
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+	Status     string `json:"status"`
+	Outcome    string `json:"outcome"`
+	Phase      string `json:"phase,omitempty"`
+	Step       *Step  `json:"step,omitempty"`
+	// Waiting says what a running swap waits for between steps (the run's progress
+	// query: workflows.WaitingUnpause while its guest is paused), "" when it does not.
+	Waiting    string     `json:"waiting,omitempty"`
 	Request    Request    `json:"request"`
 	Audit      Audit      `json:"audit"`
 	Started    time.Time  `json:"started"`
@@ -45,6 +49,9 @@ runs now, with its attempt and last failure, or how it ended.`,
 				return err
 			}
 			v := statusOf(h)
+			if v.Ended == nil {
+				v.Waiting = a.waitingOf(cmd.Context(), v.WorkflowID, v.RunID)
+			}
 			if asJSON {
 				return writeJSON(a.stdout(), v)
 			}
@@ -79,6 +86,22 @@ func statusOf(h *History) statusView {
 	return v
 }
 
+// waitingOf asks a running swap what it waits for (Progress.Waiting). The history cannot
+// say it: a run that waits for its guest sleeps on a timer, between steps. A run that does
+// not answer (no worker, or one too busy) waits for nothing anyone can tell: "".
+func (a *App) waitingOf(ctx context.Context, id, runID string) string {
+	c, err := a.dial(ctx)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	p, err := queryProgress(ctx, c, id, runID)
+	if err != nil {
+		return ""
+	}
+	return p.Waiting
+}
+
 // writeStatus prints a statusView for a person.
 func (a *App) writeStatus(v statusView) {
 	loc := a.location()
@@ -104,6 +127,9 @@ func (a *App) writeStatus(v statusView) {
 		}
 	}
 	b.WriteString("\n")
+	if v.Waiting != "" {
+		fmt.Fprintf(&b, "  now %s\n", esc(v.Waiting))
+	}
 	fmt.Fprintf(&b, "  %s\n", v.Request.describe(workflows.ChangeMediumName))
 	b.WriteString("  " + v.Audit.askedBy())
 	fmt.Fprintf(&b, ", started %s\n", v.Started.In(loc).Format("2006-01-02 15:04:05 MST"))

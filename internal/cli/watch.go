@@ -75,6 +75,7 @@ func (w *waiter) wait(ctx context.Context, id, runID string) (workflows.ChangeMe
 			if w.tty && prog.Step != "" {
 				pending = pendingActivity(gctx, w.c, id, runID, prog.Step)
 			}
+			p.wait(prog.Waiting)
 			p.update(prog.Steps, pending)
 		}
 	}
@@ -115,8 +116,24 @@ type stepPrinter struct {
 	tty     bool
 	width   int
 	now     func() time.Time
-	printed int  // steps printed as finished
-	live    bool // the running step's line is on screen, without its newline
+	printed int    // steps printed as finished
+	live    bool   // the running step's line is on screen, without its newline
+	waiting string // what the run was last seen waiting for ("" = nothing)
+}
+
+// wait prints what the run waits for between steps (Progress.Waiting), once each time a
+// wait is first seen: a paused guest can hold a swap for hours, with no step running that
+// would say so.
+func (p *stepPrinter) wait(waiting string) {
+	if waiting == p.waiting {
+		return
+	}
+	p.waiting = waiting
+	if waiting == "" {
+		return
+	}
+	p.clearLive()
+	fmt.Fprintf(p.out, "     ... %s\n", esc(waiting))
 }
 
 // update prints the steps that ended since the last call and, on a terminal, redraws the
