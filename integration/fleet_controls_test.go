@@ -18,6 +18,7 @@ import (
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/cli"
 	"github.com/cdswap/cdswap/internal/plan"
 	"github.com/cdswap/cdswap/internal/testenv"
@@ -463,7 +464,7 @@ func TestFleetBusyDrive(t *testing.T) {
 	need(t)
 	t.Parallel()
 	h := startHost(t, xensim.Config{QEMU: xensim.QEMUFake, StubdomGuests: 3, AgentDelay: 5 * time.Millisecond})
-	startWorker(t, h, workerOpts{})
+	w := startWorker(t, h, workerOpts{})
 	ctx := testenv.Context(t, 3*time.Minute)
 	doms := h.Domains()
 	busy := doms[1]
@@ -471,7 +472,7 @@ func TestFleetBusyDrive(t *testing.T) {
 
 	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "6s"))
 	single := startSwap(t, ctx, swapInput(h, busy, mine, ""))
-	waitStepStarted(t, ctx, single, "WaitFdset")
+	waitStepStarted(t, ctx, single, w, activities.NameWaitFdset)
 	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "0s"))
 
 	var drives []workflows.FleetDrive
