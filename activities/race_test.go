@@ -227,7 +227,7 @@ func (s *sim) stubdomRacedInsert(dom xensim.DomainInfo, insp InspectResult, stab
 	d := insp.Drive
 	rel := must(t, s.env, s.a.ReleaseFdset, ReleaseFdsetInput{Drive: d, Key: key})
 	known := append(slices.Clone(insp.Fdsets), rel.FdsetIDs...)
-	must(t, s.env, s.a.DetachVBD, DetachVBDInput{Drive: d, Key: key})
+	s.detach(d, key)
 	att, err := run(t, s.env, s.a.AttachVBD, AttachVBDInput{Drive: d, Key: key, Params: insp.NewParams})
 	if err != nil {
 		// A refusal (the name is a symlink out now), a swap caught after the hotplug script, or
@@ -257,7 +257,7 @@ func (s *sim) stubdomRestore(d Drive, insp InspectResult, key string, known []in
 	must(t, s.env, s.a.Eject, EjectInput{Drive: d, Key: key, Force: true})
 	rel := must(t, s.env, s.a.ReleaseFdset, ReleaseFdsetInput{Drive: d, Key: key})
 	known = append(known, rel.FdsetIDs...)
-	must(t, s.env, s.a.DetachVBD, DetachVBDInput{Drive: d, Key: key})
+	s.detach(d, key)
 	must(t, s.env, s.a.AttachVBD, AttachVBDInput{Drive: d, Key: key, Params: insp.OldParams})
 	w := must(t, s.env, s.a.WaitFdset, WaitFdsetInput{Drive: d, KnownFdsets: known, Timeout: 10 * time.Second})
 	must(t, s.env, s.a.ChangeMedium, ChangeMediumInput{Drive: d, Key: key, FdsetID: w.FdsetID, Format: FormatHostDevice})
@@ -418,4 +418,18 @@ func TestCheckAttached(t *testing.T) {
 	res, err = s.a.checkAttached(ctx, v, same)
 	require.NoError(t, err)
 	assert.Equal(t, "loop device "+dev, res.Device)
+}
+
+// detach runs DetachVBD as the workflow does: a vbd that has not closed in time
+// (ErrVBDBusy, retryable: on a loaded machine the simulated stubdom may be slow to let go)
+// is tried again, up to the step's three attempts.
+func (s *sim) detach(d Drive, key string) {
+	s.t.Helper()
+	var err error
+	for range 3 {
+		if _, err = run(s.t, s.env, s.a.DetachVBD, DetachVBDInput{Drive: d, Key: key}); err == nil || !isType(err, ErrVBDBusy) {
+			break
+		}
+	}
+	require.NoError(s.t, err)
 }
