@@ -28,7 +28,7 @@ FUZZ_TIME ?= 4s
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install Debian's qemu-system-x86 and xenstore-utils (as root) and build the Temporal CLI once
@@ -86,6 +86,10 @@ test: $(TEST_DEPS) lint deploy-check ## Run the linters, the whole suite with -r
 	  echo "fuzz $$pkg $$target ($(FUZZ_TIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZ_TIME) $$pkg >/dev/null || exit 1; \
 	done
+
+.PHONY: test-fleet-large
+test-fleet-large: deps ## The fleet at full scale: a 1,000-drive batch over 10 xensim hosts, checked drive by drive (make test runs 200)
+	$(GO) test -race -count=1 -timeout 20m -run '^TestFleetScale$$' -v ./integration -args -fleet-drives 1000
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME (default here 1m)
