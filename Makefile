@@ -114,6 +114,10 @@ bench-report: deps ## 50 swaps durable vs direct, per step (the table in BENCHMA
 bench-cluster: deps-cluster ## Single swaps and bursts on the dev server, then on make cluster's cluster (the table in BENCHMARKS.md)
 	$(GO) test ./integration -run TestClusterLatencyReport -count=1 -v -args -report -swaps 50
 
+.PHONY: bench-fleet
+bench-fleet: deps ## Fleet throughput: drives/s over 1, 5 and 10 hosts at two pairs of limits, with where the CPU goes (the table in BENCHMARKS.md)
+	$(GO) test ./integration -run '^TestFleetThroughputReport$$' -count=1 -timeout 30m -v -args -report
+
 .PHONY: lint
 lint: ## gofmt, vet, golangci-lint, workflowcheck, go mod tidy, deadcode, and no test-only package in a product binary
 	@./scripts/deps.sh --lint

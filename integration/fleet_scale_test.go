@@ -89,21 +89,36 @@ func startScaleFleet(t testing.TB, hosts, drives, realHosts int, agentDelay time
 	return f
 }
 
-// plan writes a CSV plan that gives every drive of hosts the ISO it does not hold (tools,
-// or rescue when it holds tools), and returns it with each swap's new medium.
-func (f *scaleFleet) plan(t testing.TB, hosts []*xensim.Host) (string, map[string]string) {
+// hostDrives are drives of one host.
+type hostDrives struct {
+	h    *xensim.Host
+	doms []xensim.DomainInfo
+}
+
+// everyDrive lists every drive of hosts.
+func everyDrive(hosts []*xensim.Host) []hostDrives {
+	out := make([]hostDrives, len(hosts))
+	for i, h := range hosts {
+		out[i] = hostDrives{h, h.Domains()}
+	}
+	return out
+}
+
+// plan writes a CSV plan that gives each of drives the ISO it does not hold (tools, or
+// rescue when it holds tools), and returns it with each swap's new medium.
+func (f *scaleFleet) plan(t testing.TB, drives []hostDrives) (string, map[string]string) {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("host,domain,vdev,medium\n")
 	want := map[string]string{}
-	for _, h := range hosts {
-		for _, d := range h.Domains() {
-			id := workflows.WorkflowID(h.Name(), d.DomID, d.Vdev)
-			medium := iso(h, xensim.ISOTools)
+	for _, hd := range drives {
+		for _, d := range hd.doms {
+			id := workflows.WorkflowID(hd.h.Name(), d.DomID, d.Vdev)
+			medium := iso(hd.h, xensim.ISOTools)
 			if f.holds[id] == medium {
-				medium = iso(h, xensim.ISORescue)
+				medium = iso(hd.h, xensim.ISORescue)
 			}
-			fmt.Fprintf(&b, "%s,%s,%s,%s\n", h.Name(), d.Name, d.Vdev, medium)
+			fmt.Fprintf(&b, "%s,%s,%s,%s\n", hd.h.Name(), d.Name, d.Vdev, medium)
 			want[id] = medium
 		}
 	}
@@ -181,7 +196,7 @@ func TestFleetScale(t *testing.T) {
 	require.GreaterOrEqual(t, drives, 2*hosts, "-fleet-drives: at least two a host")
 	t0 := time.Now()
 	f := startScaleFleet(t, hosts, drives, min(2, hosts), 5*time.Millisecond)
-	planFile, want := f.plan(t, f.hosts)
+	planFile, want := f.plan(t, everyDrive(f.hosts))
 	t.Logf("%d hosts with %d drives and their workers up in %s", hosts, drives, time.Since(t0).Round(time.Millisecond))
 
 	t1 := time.Now()
@@ -241,7 +256,7 @@ func TestFleetScaleCrash(t *testing.T) {
 	addr := srv.FrontendHostPort()
 	useServer(t, srv.Client(), addr)
 	f := startScaleFleet(t, hosts, drives, 0, 5*time.Millisecond)
-	planFile, want := f.plan(t, f.hosts)
+	planFile, want := f.plan(t, everyDrive(f.hosts))
 
 	r := runCLI(t, "batch", "start", "--plan", planFile, "--limit", "12", "--per-host", fmt.Sprint(perHost), "--json")
 	require.Equal(t, 0, r.code, r.stderr)
