@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-var fleetBenchDrivesFlag = flag.Int("fleet-bench-drives", 200, "TestFleetThroughputReport: drives in each batch")
+var fleetBenchDrivesFlag = flag.Int("fleet-bench-drives", 300, "TestFleetThroughputReport: drives in each batch")
 
 // fleetBenchHosts and fleetBenchLimits are the cases of TestFleetThroughputReport: every
 // host count with every pair of limits.
@@ -79,6 +80,7 @@ type fleetCase struct {
 	drives int
 	wall   time.Duration // `cdswap batch start --wait`, plan check included
 	swaps  time.Duration // first swap's start to last swap's close
+	steady float64       // drives/s between the closes of the 10th and 90th percentile swaps
 	maxOut int           // the most drives' media out at once on one host, by xensim
 	load   string        // the 1-minute load average when the batch started
 	// CPU time of the dev server, of every worker, of this process (the xensim hosts run
@@ -149,7 +151,7 @@ func TestFleetThroughputReport(t *testing.T) {
 			var res workflows.FleetSwapResult
 			require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
 			require.Equal(t, c.drives, res.Changed, "batch %s", res.Batch)
-			c.swaps = swapSpan(t, res.Batch, c.drives)
+			c.swaps, c.steady = swapSpan(t, res.Batch, c.drives)
 			for _, h := range f.hosts[:k] {
 				c.maxOut = max(c.maxOut, h.Media().MaxOut)
 			}
@@ -161,8 +163,16 @@ func TestFleetThroughputReport(t *testing.T) {
 			t.Logf("%d hosts, limits %d/%d: %d drives in %s", k, lim.Global, lim.PerHost, c.drives, c.wall.Round(time.Millisecond))
 		}
 	}
-	fmt.Fprintf(os.Stdout, "\nbatches of %d drives (fake QEMU, stubdom add-fd delay 0, half stubdom, half dom0), a worker process per host; %s, %d CPUs\n\n%s\n",
-		n, time.Now().Format("2006-01-02"), runtime.NumCPU(), fleetTable(rows))
+	// What a swap costs the server: the events of the last swap of a stubdom and a dom0 drive.
+	var events []string
+	ctx := testenv.Context(t, time.Minute)
+	for _, d := range f.hosts[0].Domains()[:2] {
+		h, err := fetchHistory(ctx, workflows.WorkflowID(f.hosts[0].Name(), d.DomID, d.Vdev), "")
+		require.NoError(t, err)
+		events = append(events, fmt.Sprintf("%d (%s)", len(h.GetEvents()), d.Kind))
+	}
+	fmt.Fprintf(os.Stdout, "\nbatches of %d drives (fake QEMU, stubdom add-fd delay 0, half stubdom, half dom0), a worker process per host; history events per swap: %s; %s, %d CPUs\n\n%s\n",
+		n, strings.Join(events, ", "), time.Now().Format("2006-01-02"), runtime.NumCPU(), fleetTable(rows))
 }
 
 // benchPlan writes a plan changing n drives spread evenly over the first k hosts (each to
@@ -181,11 +191,13 @@ func (f *scaleFleet) benchPlan(t testing.TB, k, n int) (string, map[string]strin
 }
 
 // swapSpan is the time from the batch's first swap's start to its last swap's close, as
-// the server recorded them.
-func swapSpan(t testing.TB, batch string, n int) time.Duration {
+// the server recorded them, and the rate at which swaps closed from the 10th to the 90th
+// percentile: the batch's pace without its ramp and its tail.
+func swapSpan(t testing.TB, batch string, n int) (time.Duration, float64) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
 	var first, last time.Time
+	var closes []time.Time
 	var token []byte
 	seen := 0
 	for {
@@ -202,6 +214,7 @@ func swapSpan(t testing.TB, batch string, n int) time.Duration {
 			if end.After(last) {
 				last = end
 			}
+			closes = append(closes, end)
 			seen++
 		}
 		if token = resp.GetNextPageToken(); len(token) == 0 {
@@ -209,7 +222,9 @@ func swapSpan(t testing.TB, batch string, n int) time.Duration {
 		}
 	}
 	require.Equal(t, n, seen, "swaps of batch %s", batch)
-	return last.Sub(first)
+	slices.SortFunc(closes, time.Time.Compare)
+	lo, hi := n/10, n*9/10
+	return last.Sub(first), float64(hi-lo) / closes[hi].Sub(closes[lo]).Seconds()
 }
 
 // loadAverage is the 1-minute load average ("?" if unknown).
@@ -224,19 +239,19 @@ func loadAverage() string {
 // fleetTable renders the throughput rows.
 func fleetTable(rows []fleetCase) string {
 	var b strings.Builder
-	b.WriteString("| hosts | limit | per host | drives/s (end to end) | drives/s (swaps) | max out on a host | CPU ms/drive: dev server | workers | xensim | CLI | CPU busy | load |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| hosts | limit | per host | drives/s (end to end) | drives/s (swaps) | steady | max out on a host | CPU ms/drive: dev server | workers | xensim | CLI | CPU busy | load |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range rows {
 		total := c.server + c.workers + c.xensim + c.cli
 		perDrive := func(d time.Duration) string {
 			return fmt.Sprintf("%.0f (%.0f %%)", float64(d.Milliseconds())/float64(c.drives), 100*d.Seconds()/total.Seconds())
 		}
-		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %d | %s | %s | %s | %s | %.0f %% | %s |\n",
+		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %.1f | %d | %s | %s | %s | %s | %.0f %% | %s |\n",
 			c.hosts, c.limits.Global, c.limits.PerHost,
-			float64(c.drives)/c.wall.Seconds(), float64(c.drives)/c.swaps.Seconds(), c.maxOut,
+			float64(c.drives)/c.wall.Seconds(), float64(c.drives)/c.swaps.Seconds(), c.steady, c.maxOut,
 			perDrive(c.server), perDrive(c.workers), perDrive(c.xensim), perDrive(c.cli),
 			100*total.Seconds()/c.wall.Seconds()/float64(runtime.NumCPU()), c.load)
 	}
-	b.WriteString("\n(end to end: `cdswap batch start --wait`, the plan's check on every host included; swaps: the first swap's start to the last one's close; max out: the most drives with their medium out at once on one host, by xensim; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run; CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
+	b.WriteString("\n(end to end: `cdswap batch start --wait`, the plan's check on every host included; swaps: the first swap's start to the last one's close; steady: from the 10th to the 90th percentile swap's close; max out: the most drives with their medium out at once on one host, by xensim; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run; CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
 	return b.String()
 }

@@ -42,16 +42,16 @@ type scaleFleet struct {
 	holds   map[string]string // swap id -> the medium the drive holds now
 }
 
-// scaleGuests returns n guests, stubdom and dom0 in turn, on the fake QEMU; with real, the
-// first stubdom and dom0 guests run a real QEMU.
-func scaleGuests(n int, real bool) []xensim.DomainSpec {
+// scaleGuests returns n guests, stubdom and dom0 in turn, on the fake QEMU; with realQEMU,
+// the first stubdom and dom0 guests run a real QEMU.
+func scaleGuests(n int, realQEMU bool) []xensim.DomainSpec {
 	specs := make([]xensim.DomainSpec, n)
 	for i := range specs {
 		kind, mode := xensim.KindStubdom, xensim.QEMUFake
 		if i%2 == 1 {
 			kind = xensim.KindDom0
 		}
-		if real && i < 2 {
+		if realQEMU && i < 2 {
 			mode = xensim.QEMUReal
 		}
 		specs[i] = xensim.DomainSpec{Kind: kind, QEMU: mode}

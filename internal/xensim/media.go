@@ -27,11 +27,14 @@ type DriveMedia struct {
 	Changes int `json:"changes"`
 	// Ejects counts the eject commands QEMU carried out on the drive.
 	Ejects int `json:"ejects"`
-	// Out reports a drive whose medium an eject took out and no change has put in since.
+	// Out reports a drive whose medium an eject took out and no change has put in since
+	// (for good, after an eject that no change follows).
 	Out bool `json:"out"`
 }
 
-// MediaCounts are the host's medium counters: since it started, or since ResetMedia.
+// MediaCounts are the host's medium counters: since it started, or since ResetMedia. A
+// command counts when QEMU carried it out, even if its reply was then lost (DropBeforeReply):
+// the counts are QEMU's, not the client's.
 type MediaCounts struct {
 	// Drives lists every drive of a guest with QMP, in domid order.
 	Drives []DriveMedia `json:"drives"`
