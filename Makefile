@@ -28,7 +28,7 @@ FUZZ_TIME ?= 4s
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install Debian's qemu-system-x86 and xenstore-utils (as root) and build the Temporal CLI once
@@ -87,6 +87,10 @@ test: $(TEST_DEPS) lint deploy-check ## Run the linters, the whole suite with -r
 	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZ_TIME) $$pkg >/dev/null || exit 1; \
 	done
 
+.PHONY: test-fleet-large
+test-fleet-large: deps ## The fleet at full scale: a 1,000-drive batch over 10 xensim hosts, checked drive by drive (make test runs 200)
+	$(GO) test -race -count=1 -timeout 20m -run '^TestFleetScale$$' -v ./integration -args -fleet-drives 1000
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZ_TIME (default here 1m)
 	@for ft in $(FUZZ_TARGETS); do \
@@ -109,6 +113,10 @@ bench-report: deps ## 50 swaps in each mode (old way, each lever, new way, direc
 .PHONY: bench-cluster
 bench-cluster: deps-cluster ## Single swaps and bursts on the dev server, then on make cluster's cluster (the table in BENCHMARKS.md)
 	$(GO) test ./integration -run TestClusterLatencyReport -count=1 -v -args -report -swaps 50
+
+.PHONY: bench-fleet
+bench-fleet: deps ## Fleet throughput: drives/s over 1, 5 and 10 hosts at two pairs of limits, with where the CPU goes (the table in BENCHMARKS.md)
+	$(GO) test ./integration -run '^TestFleetThroughputReport$$' -count=1 -timeout 30m -v -args -report
 
 .PHONY: lint
 lint: ## gofmt, vet, golangci-lint, workflowcheck, go mod tidy, deadcode, and no test-only package in a product binary

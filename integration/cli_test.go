@@ -25,13 +25,20 @@ import (
 type cliResult struct {
 	stdout, stderr string
 	code           int
+	cpu            time.Duration // the process's user and system time
 }
 
-// runCLI runs the built cdswap binary against the dev server.
+// runCLI runs the built cdswap binary against the dev server, for at most 2 minutes.
 func runCLI(t testing.TB, args ...string) cliResult {
 	t.Helper()
+	return runCLIFor(t, 2*time.Minute, args...)
+}
+
+// runCLIFor is runCLI for at most d.
+func runCLIFor(t testing.TB, d time.Duration, args ...string) cliResult {
+	t.Helper()
 	s := need(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	full := append([]string{"--address", s.address, "--namespace", namespace}, args...)
 	cmd := exec.CommandContext(ctx, s.cliBin, full...)
@@ -40,6 +47,9 @@ func runCLI(t testing.TB, args ...string) cliResult {
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	r := cliResult{stdout: out.String(), stderr: errOut.String()}
+	if ps := cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit):

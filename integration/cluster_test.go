@@ -185,13 +185,10 @@ func (c *cluster) dumpServiceLogs(t testing.TB) {
 	}
 }
 
-// useCluster points the package's helpers (startWorker, swapOK, runCLI...) at c until t
-// ends. It is why TestCluster must not call t.Parallel: the package's parallel tests only
-// resume once every serial top-level test has ended, so none of them sees the swap.
+// useCluster points the package's helpers at c until t ends. It is why TestCluster must
+// not call t.Parallel (see useServer).
 func useCluster(t *testing.T, c *cluster) {
-	prevClient, prevAddress := the.client, the.address
-	the.client, the.address = c.client, c.address
-	t.Cleanup(func() { the.client, the.address = prevClient, prevAddress })
+	useServer(t, c.client, c.address)
 }
 
 // clusterDrive is one guest's cdrom on one of the cluster test's hosts, and what it holds.

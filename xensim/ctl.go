@@ -21,8 +21,12 @@ func newCtl(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	ctl := &cobra.Command{
 		Use:   "ctl",
-		Short: "Show or set the fault knobs of a running xensim",
+		Short: "Show or set the fault knobs of a running xensim, and show its medium counters",
 		Long: `ctl talks to the xensim running on --dir through its control socket (DIR/control.sock).
+
+show prints the knobs in force and the medium counters: for each drive, how many times its
+QEMU carried out blockdev-change-medium and eject, and how many drives have their medium out
+(ejected, not yet changed) now and had at most at once, counted from QEMU's own replies.
 
 Knobs:
 ` + xensim.KnobHelp(),
@@ -31,7 +35,7 @@ Knobs:
 	}
 	ctl.PersistentFlags().StringVar(&dir, "dir", "", "the running host's folder (default /tmp/xensim-<host>)")
 	ctl.PersistentFlags().StringVar(&host, "host", xensim.DefaultHostName, "the host's name, to find its default folder")
-	ctl.PersistentFlags().BoolVar(&asJSON, "json", false, "print the knobs as JSON")
+	ctl.PersistentFlags().BoolVar(&asJSON, "json", false, "print as JSON")
 	folder := func() string {
 		if dir != "" {
 			return dir
@@ -41,16 +45,50 @@ Knobs:
 
 	show := &cobra.Command{
 		Use:   "show",
-		Short: "Print the knobs in force",
+		Short: "Print the knobs in force and the medium counters",
 		Args:  cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
-			f, err := xensim.NewControl(folder()).Faults(ctx)
+			c := xensim.NewControl(folder())
+			f, err := c.Faults(ctx)
 			if err != nil {
 				return err
 			}
-			return printFaults(stdout, f, asJSON)
+			m, err := c.Media(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				// The knobs stay at the top level, as before the counters existed.
+				return printJSON(stdout, struct {
+					xensim.Faults
+					Media xensim.MediaCounts `json:"media"`
+				}{f, m})
+			}
+			if err := printFaults(stdout, f, false); err != nil {
+				return err
+			}
+			printMedia(stdout, m)
+			return nil
+		}),
+	}
+	resetMedia := &cobra.Command{
+		Use:   "reset-media",
+		Short: "Zero the medium counters (drives out stay out) and print them as they were",
+		Args:  cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+			defer cancel()
+			m, err := xensim.NewControl(folder()).ResetMedia(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(stdout, m)
+			}
+			printMedia(stdout, m)
+			return nil
 		}),
 	}
 	set := &cobra.Command{
@@ -81,7 +119,7 @@ Knobs:
 		}),
 	}
 	set.Flags().StringVar(&domain, "domain", "", "the guest (name or domid) the knobs are for; default every guest")
-	ctl.AddCommand(show, set)
+	ctl.AddCommand(show, set, resetMedia)
 	return ctl
 }
 
@@ -100,6 +138,22 @@ func printFaults(w io.Writer, f xensim.Faults, asJSON bool) error {
 		fmt.Fprintf(w, "guest %s: %s\n", n, f.Domains[n])
 	}
 	return nil
+}
+
+// printMedia prints the medium counters: a summary line, then one line per drive.
+func printMedia(w io.Writer, m xensim.MediaCounts) {
+	at := ""
+	if !m.MaxOutAt.IsZero() {
+		at = " (" + m.MaxOutAt.Local().Format("15:04:05.000") + ")"
+	}
+	fmt.Fprintf(w, "media: %d changes, %d ejects; drives out now %d, at most %d%s\n", m.Changes, m.Ejects, m.Out, m.MaxOut, at)
+	for _, d := range m.Drives {
+		out := ""
+		if d.Out {
+			out = " out"
+		}
+		fmt.Fprintf(w, "  %s (%d) %s: changes=%d ejects=%d%s\n", d.Domain, d.DomID, d.Vdev, d.Changes, d.Ejects, out)
+	}
 }
 
 func printJSON(w io.Writer, v any) error {

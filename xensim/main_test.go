@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
@@ -320,6 +321,32 @@ func TestCtlInProcess(t *testing.T) {
 	code = run([]string{"ctl", "--dir", dir, "show"}, &stdout, &stderr)
 	require.Equal(t, 0, code, "stderr: %s", stderr.String())
 	assert.Contains(t, stdout.String(), "guest dom0-1: add-fd-delay=45s paused=true\n")
+	assert.Contains(t, stdout.String(), "media: 0 changes, 0 ejects; drives out now 0, at most 0\n")
+	assert.Contains(t, stdout.String(), "  dom0-1 (3) hdc: changes=0 ejects=0\n")
+
+	// An eject on the stubdom guest's monitor: its drive is out.
+	stub := h.Domains()[0]
+	q, err := qmp.Dial(context.Background(), stub.QMPSocket)
+	require.NoError(t, err)
+	defer q.Close()
+	require.NoError(t, q.Eject(context.Background(), stub.DevID.QEMUID(), false))
+	stdout.Reset()
+	code = run([]string{"ctl", "--dir", dir, "show", "--json"}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr: %s", stderr.String())
+	var shown struct {
+		xensim.Faults
+		Media xensim.MediaCounts `json:"media"`
+	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &shown))
+	assert.True(t, shown.For("dom0-1").Paused, "the knobs stay at the top level")
+	assert.Equal(t, 1, shown.Media.Out)
+	assert.Equal(t, 1, shown.Media.Drives[0].Ejects)
+
+	stdout.Reset()
+	code = run([]string{"ctl", "--dir", dir, "reset-media"}, &stdout, &stderr)
+	require.Equal(t, 0, code, "stderr: %s", stderr.String())
+	assert.Contains(t, stdout.String(), "  stubdom-1 (1) hdc: changes=0 ejects=1 out\n", "the counts before the reset")
+	assert.Equal(t, 0, h.Media().Ejects)
 }
 
 // TestBench runs `xensim bench` on the smallest cases. It checks the table's shape only:

@@ -21,6 +21,8 @@ import (
 //	PUT  /faults   Faults -> {"faults": Faults}
 //	GET  /domains  -> {"domains": [DomainInfo...]}
 //	GET  /summary  -> Summary
+//	GET  /media    -> MediaCounts
+//	DELETE /media  -> MediaCounts (the counts before the reset)
 //
 // An error is a 4xx or 5xx status with {"error": "..."}.
 
@@ -89,6 +91,12 @@ func startControl(h *Host) (*controlServer, error) {
 	})
 	mux.HandleFunc("GET /summary", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, h.Summary())
+	})
+	mux.HandleFunc("GET /media", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, h.Media())
+	})
+	mux.HandleFunc("DELETE /media", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, h.ResetMedia())
 	})
 	cs := &controlServer{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
@@ -206,6 +214,21 @@ func (c *Control) Summary(ctx context.Context) (Summary, error) {
 	var s Summary
 	err := c.do(ctx, http.MethodGet, "/summary", nil, &s)
 	return s, err
+}
+
+// Media returns the host's medium counters (see Host.Media).
+func (c *Control) Media(ctx context.Context) (MediaCounts, error) {
+	var m MediaCounts
+	err := c.do(ctx, http.MethodGet, "/media", nil, &m)
+	return m, err
+}
+
+// ResetMedia zeroes the host's medium counters (see Host.ResetMedia) and returns them as
+// they were just before.
+func (c *Control) ResetMedia(ctx context.Context) (MediaCounts, error) {
+	var m MediaCounts
+	err := c.do(ctx, http.MethodDelete, "/media", nil, &m)
+	return m, err
 }
 
 func (c *Control) do(ctx context.Context, method, path string, body, out any) error {

@@ -14,8 +14,8 @@
 //   - DIR/lib: libxl's userdata folder (XEN_LIB_DIR): each guest's
 //     userdata-d.<domid>.<uuid>.libxl-json and its userdata-l.* lock files.
 //   - DIR/isos: a few small ISO 9660 images (and a qcow2 file, for format-mismatch tests).
-//   - DIR/control.sock: the fault knobs, as JSON over HTTP (see Host.SetFault and the
-//     `xensim ctl` command).
+//   - DIR/control.sock: the fault knobs and the medium counters, as JSON over HTTP (see
+//     Host.SetFault, Host.Media and the `xensim ctl` command).
 //   - DIR/xensim.json: a summary of the host for scripts; DIR/xensim.lock: held while the host
 //     runs, so that a second xensim on the same DIR fails clearly.
 //
@@ -37,6 +37,12 @@
 //   - a QEMU per qemu-xen guest: a real qemu-system-x86_64 or the qmptest fake (simqemu).
 //
 // Fault knobs (Faults, DomainFaults) break each of these on purpose, at start or at run time.
+//
+// The medium counters (Host.Media) are what a test of many changes asserts on instead of
+// trusting the toolstack: each guest's QEMU, real (through its monitor proxy) or fake,
+// reports every eject and blockdev-change-medium it carried out before the client gets the
+// reply, so the host knows how many times each drive was changed and how many drives had
+// their medium out at once.
 //
 // Timing, for a toolstack that talks to the host: a new stub domain vbd gets its hotplug
 // result and InitWait at once; the stub domain's blkfront connects 100 ms later (so that a

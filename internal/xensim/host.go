@@ -89,6 +89,7 @@ type Host struct {
 	isos   []string
 
 	blk     *blkback
+	media   *mediaLog   // what the guests' QEMUs did to their media
 	booted  atomic.Bool // the boot vbds are up: later vbds are hot-plugged
 	ctl     *controlServer
 	ctx     context.Context // ends at Close: the host's goroutines
@@ -131,7 +132,7 @@ func Start(ctx context.Context, cfg Config) (*Host, error) {
 	h := &Host{
 		cfg: r, log: r.Logger.With("host", r.HostName), dir: r.Dir,
 		byID: map[uint32]*domain{}, byName: map[string]*domain{},
-		ctx: hctx, cancel: cancel,
+		media: newMediaLog(), ctx: hctx, cancel: cancel,
 	}
 	if err := h.start(ctx, specs); err != nil {
 		_ = h.teardown() // the start's error says what went wrong
@@ -438,7 +439,9 @@ func (h *Host) startQEMUs(ctx context.Context) error {
 			// A fake in dom0 refuses host_device on a file, as QEMU does; a stub domain's
 			// fake reads the image file where real QEMU would get a block device.
 			StrictHostDevice: d.info.Kind != KindStubdom,
+			OnCall:           func(c simqemu.Call) { h.media.observe(d, c) },
 		}
+		h.media.add(d)
 		if d.info.AgentSocket != "" {
 			cfg.Monitors = append(cfg.Monitors, d.info.AgentSocket)
 		}

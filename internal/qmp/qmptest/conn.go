@@ -263,6 +263,13 @@ func (c *conn) handle(v any, parseErr string) bool {
 		}
 	}
 
+	if s.opts.OnCall != nil {
+		call := Call{Command: name, Drive: driveArg(argsOf(d))}
+		if qe != nil {
+			call.Err = qe
+		}
+		s.opts.OnCall(call)
+	}
 	if dropBefore {
 		s.log.Debug("qmptest fault: dropping before the reply", "command", name)
 		return false
@@ -273,6 +280,18 @@ func (c *conn) handle(v any, parseErr string) bool {
 		return false
 	}
 	return true
+}
+
+// driveArg is the drive a command names: its "id" argument, else its "device" one.
+func driveArg(a *qdict) string {
+	for _, k := range []string{"id", "device"} {
+		if v, ok := a.get(k); ok {
+			if s, ok := v.(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
 }
 
 func argsOf(d *qdict) *qdict {

@@ -45,6 +45,22 @@ type Options struct {
 	GuestUnlocksOnEject time.Duration
 	// Logger receives debug logs of connections, commands and faults. Nil discards them.
 	Logger *slog.Logger
+	// OnCall, when set, sees every command the fake dispatched past capabilities
+	// negotiation (a failed or unknown one too, with its error), after it ran and before its
+	// reply is sent: a count kept from it is up to date before the client can act on the
+	// reply. It is called from the connection's goroutine, without the fake's lock, and must
+	// not block.
+	OnCall func(Call)
+}
+
+// Call is a command the fake dispatched, as Options.OnCall sees it.
+type Call struct {
+	// Command is the command's name: "eject", "blockdev-change-medium", ...
+	Command string
+	// Drive is the drive the command named by its "id" or "device" argument ("" if none).
+	Drive string
+	// Err is the error replied, nil when the command succeeded.
+	Err error
 }
 
 // Server is a fake QEMU: the QMP monitors, the ide-cd drives and the fd sets they share.

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -426,6 +427,38 @@ func TestFaults(t *testing.T) {
 	s.SetRunning(true)
 	assert.Equal(t, "RESUME", c.waitEvent("RESUME")["event"])
 	assert.Contains(t, c.exec("query-status", nil).Line, `"status": "running"`)
+}
+
+// TestOnCall: the hook sees each dispatched command with its drive and its error, before
+// the client gets the reply.
+func TestOnCall(t *testing.T) {
+	dir := testenv.SocketDir(t)
+	iso := writeImage(t, dir, "a.iso", 4096)
+	var mu sync.Mutex // guards calls
+	var calls []Call
+	s, path := Start(t, Options{OnCall: func(c Call) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, c)
+	}})
+	require.NoError(t, s.Insert("ide-5632", iso, "raw"))
+	c := negotiate(testCtx(t), t, path)
+	seen := func() []Call {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(calls)
+	}
+	wantOK(t, c.exec("eject", map[string]any{"id": "ide-5632"}))
+	assert.Equal(t, []Call{{Command: "eject", Drive: "ide-5632"}}, seen()[1:], "seen before the reply came")
+	wantOK(t, c.exec("blockdev-change-medium", map[string]any{"device": "ide-5632", "filename": iso}))
+	wantErr(t, c.exec("blockdev-change-medium", map[string]any{"id": "nope", "filename": iso}), "DeviceNotFound", "Device 'nope' not found")
+	got := seen()
+	require.Len(t, got, 4)
+	assert.Equal(t, Call{Command: "qmp_capabilities"}, got[0])
+	assert.Equal(t, Call{Command: "blockdev-change-medium", Drive: "ide-5632"}, got[2])
+	assert.Equal(t, "blockdev-change-medium", got[3].Command)
+	assert.Equal(t, "nope", got[3].Drive)
+	assert.EqualError(t, got[3].Err, "Device 'nope' not found")
 }
 
 // TestDelay: a delayed command holds up its own connection only, and Close does not wait

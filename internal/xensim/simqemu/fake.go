@@ -13,12 +13,16 @@ func startFake(cfg Config, log *slog.Logger) (*qmptest.Server, error) {
 	for i, d := range cfg.CDROMs {
 		ids[i] = d.QEMUID()
 	}
-	srv := qmptest.New(qmptest.Options{
+	opts := qmptest.Options{
 		CDROMs:           ids,
 		Paused:           cfg.Paused,
 		StrictHostDevice: cfg.StrictHostDevice,
 		Logger:           log,
-	})
+	}
+	if on := cfg.OnCall; on != nil {
+		opts.OnCall = func(c qmptest.Call) { on(Call{Command: c.Command, Drive: c.Drive, OK: c.Err == nil}) }
+	}
+	srv := qmptest.New(opts)
 	for d, m := range cfg.InitialMedium {
 		if m.Path == "" {
 			continue

@@ -70,6 +70,7 @@ type proxy struct {
 	public, upstream string
 	ln               *net.UnixListener
 	drops            *dropSet
+	onCall           func(Call) // Config.OnCall; nil = none
 	log              *slog.Logger
 	wg               sync.WaitGroup // the accept loop and every connection's goroutines
 
@@ -79,7 +80,7 @@ type proxy struct {
 }
 
 // listenProxy listens on public, replacing a stale socket file but never a live socket.
-func listenProxy(public, upstream string, drops *dropSet, log *slog.Logger) (*proxy, error) {
+func listenProxy(public, upstream string, drops *dropSet, onCall func(Call), log *slog.Logger) (*proxy, error) {
 	if fi, err := os.Lstat(public); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("listen on %s: a file that is not a socket is there", public)
@@ -97,7 +98,7 @@ func listenProxy(public, upstream string, drops *dropSet, log *slog.Logger) (*pr
 		return nil, fmt.Errorf("listen on %s: %w", public, err)
 	}
 	return &proxy{
-		public: public, upstream: upstream, ln: ln, drops: drops,
+		public: public, upstream: upstream, ln: ln, drops: drops, onCall: onCall,
 		log: log.With("monitor", public), conns: map[*proxyConn]struct{}{},
 	}, nil
 }
@@ -144,7 +145,7 @@ func (p *proxy) handle(client *net.UnixConn) {
 		client.Close()
 		return
 	}
-	c := &proxyConn{client: client, up: up, drops: p.drops, log: p.log}
+	c := &proxyConn{client: client, up: up, drops: p.drops, onCall: p.onCall, log: p.log}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -182,6 +183,7 @@ func (p *proxy) handle(client *net.UnixConn) {
 type proxyConn struct {
 	client, up *net.UnixConn
 	drops      *dropSet
+	onCall     func(Call)
 	log        *slog.Logger
 	closeOnce  sync.Once
 
@@ -193,6 +195,7 @@ type proxyConn struct {
 type pendingReply struct {
 	command string
 	id      string // the compact JSON of the command's id; "" without one
+	drive   string // the drive its "id" or "device" argument names; "" without one
 }
 
 func (c *proxyConn) close() {
@@ -223,10 +226,14 @@ func (c *proxyConn) toClient() {
 	err := copyMsgs(c.client, c.up, func(data []byte) int {
 		end := len(data)
 		replies.feed(data, func(obj []byte, objStart, objEnd int) bool {
-			command, ok := c.matchReply(obj)
+			call, ok := c.matchReply(obj)
 			if !ok {
 				return false
 			}
+			if c.onCall != nil {
+				c.onCall(call)
+			}
+			command := call.Command
 			kind, ok := c.drops.take(command)
 			if !ok {
 				return false
@@ -270,32 +277,41 @@ func (c *proxyConn) finish(dst *net.UnixConn, err error, from string) {
 // too, without a name.
 func (c *proxyConn) noteCommand(obj []byte) {
 	var cmd struct {
-		Execute string          `json:"execute"`
-		ExecOOB string          `json:"exec-oob"`
-		ID      json.RawMessage `json:"id"`
+		Execute   string          `json:"execute"`
+		ExecOOB   string          `json:"exec-oob"`
+		ID        json.RawMessage `json:"id"`
+		Arguments struct {
+			ID     string `json:"id"`
+			Device string `json:"device"`
+		} `json:"arguments"`
 	}
 	_ = json.Unmarshal(obj, &cmd) // a bad command is still answered (with an error)
 	name := cmd.Execute
 	if name == "" {
 		name = cmd.ExecOOB
 	}
+	drive := cmd.Arguments.ID
+	if drive == "" {
+		drive = cmd.Arguments.Device
+	}
 	c.mu.Lock()
-	c.pending = append(c.pending, pendingReply{command: name, id: compactJSON(cmd.ID)})
+	c.pending = append(c.pending, pendingReply{command: name, id: compactJSON(cmd.ID), drive: drive})
 	c.mu.Unlock()
 }
 
-// matchReply reports which command a message from QEMU answers; events and the greeting
-// answer none. A reply is matched by its id, else it answers the oldest command without
-// one (QEMU answers in order, apart from out-of-band commands, which need an id).
-func (c *proxyConn) matchReply(obj []byte) (string, bool) {
+// matchReply reports which command a message from QEMU answers, and whether it succeeded;
+// events and the greeting answer none. A reply is matched by its id, else it answers the
+// oldest command without one (QEMU answers in order, apart from out-of-band commands, which
+// need an id).
+func (c *proxyConn) matchReply(obj []byte) (Call, bool) {
 	var msg map[string]json.RawMessage
 	if obj == nil || json.Unmarshal(obj, &msg) != nil {
-		return "", false
+		return Call{}, false
 	}
 	_, isReturn := msg["return"]
 	_, isError := msg["error"]
 	if !isReturn && !isError {
-		return "", false
+		return Call{}, false
 	}
 	id := compactJSON(msg["id"])
 	c.mu.Lock()
@@ -303,15 +319,15 @@ func (c *proxyConn) matchReply(obj []byte) (string, bool) {
 	for i, p := range c.pending {
 		if p.id == id {
 			c.pending = append(c.pending[:i], c.pending[i+1:]...)
-			return p.command, true
+			return Call{Command: p.command, Drive: p.drive, OK: isReturn}, true
 		}
 	}
 	if len(c.pending) > 0 && id == "" { // an early error, sent before QEMU read the id
 		p := c.pending[0]
 		c.pending = c.pending[1:]
-		return p.command, true
+		return Call{Command: p.command, Drive: p.drive, OK: isReturn}, true
 	}
-	return "", false
+	return Call{}, false
 }
 
 func compactJSON(raw json.RawMessage) string {

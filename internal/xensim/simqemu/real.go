@@ -47,7 +47,7 @@ func startReal(ctx context.Context, cfg Config, log *slog.Logger) (_ *realQEMU, 
 		if len(privMons[i]) >= qemuproc.MaxSocketPath {
 			return nil, fmt.Errorf("temporary directory %s is too long for unix sockets: set TMPDIR shorter", privDir)
 		}
-		p, err := listenProxy(pub, privMons[i], r.drops, log)
+		p, err := listenProxy(pub, privMons[i], r.drops, cfg.OnCall, log)
 		if err != nil {
 			return nil, err
 		}

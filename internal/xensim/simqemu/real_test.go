@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -480,4 +482,48 @@ func TestDropLosesFD(t *testing.T) {
 				"query-fdsets after the drop = %+v, want set %d gone or empty", sets, info.FdsetID)
 		}
 	})
+}
+
+// TestOnCall: the real QEMU (through the proxy) and the fake report the same calls, with
+// their drives and outcomes, each before its reply reaches the client.
+func TestOnCall(t *testing.T) {
+	forModes(t, testOnCall)
+}
+
+func testOnCall(t *testing.T, mode Mode) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	iso := writeISO(t)
+	mon := filepath.Join(testenv.SocketDir(t), "qmp-libxl-4")
+	var mu sync.Mutex // guards calls
+	var calls []Call
+	q := startQEMU(ctx, t, Config{Mode: mode, DomID: 4, Monitors: []string{mon},
+		InitialMedium: map[xen.DevID]Medium{5632: {Path: iso, Format: "raw"}},
+		OnCall: func(c Call) {
+			mu.Lock()
+			defer mu.Unlock()
+			if c.Command != "qmp_capabilities" && c.Command != "query-version" {
+				calls = append(calls, c)
+			}
+		}})
+	require.Equal(t, mode == ModeReal, q.Real())
+	seen := func() []Call {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(calls)
+	}
+	c := dial(ctx, t, mon)
+	require.NoError(t, c.Eject(ctx, "ide-5632", false))
+	assert.Equal(t, []Call{{Command: "eject", Drive: "ide-5632", OK: true}}, seen(), "known when the reply came")
+	require.NoError(t, c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: "ide-5632", Filename: iso, Format: "raw"}))
+	err := c.BlockdevChangeMedium(ctx, qmp.ChangeMediumArgs{ID: "ide-9999", Filename: iso, Format: "raw"})
+	require.ErrorIs(t, err, qmp.ErrDeviceNotFound)
+	_, err = c.QueryStatus(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []Call{
+		{Command: "eject", Drive: "ide-5632", OK: true},
+		{Command: "blockdev-change-medium", Drive: "ide-5632", OK: true},
+		{Command: "blockdev-change-medium", Drive: "ide-9999"},
+		{Command: "query-status", OK: true},
+	}, seen())
 }

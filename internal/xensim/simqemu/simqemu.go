@@ -79,9 +79,26 @@ type Config struct {
 
 	Logger *slog.Logger // nil = discard
 
+	// OnCall, when set, sees every command QEMU answered on the monitors, with its drive and
+	// whether it succeeded, before the reply reaches the client: the fake reports its own
+	// dispatch, a real QEMU's replies are read by the proxy in front of its monitors. A count
+	// kept from it is thus up to date before the client can act on the reply. It must not
+	// block.
+	OnCall func(Call)
+
 	// WorkDir holds a real QEMU's log (qemu-dm-<Name>.log, kept after Stop) and pidfile;
 	// default a temporary directory that Stop removes.
 	WorkDir string
+}
+
+// Call is a command QEMU answered, as Config.OnCall sees it.
+type Call struct {
+	// Command is the command's name: "eject", "blockdev-change-medium", ...
+	Command string
+	// Drive is the drive the command named by its "id" or "device" argument ("" if none).
+	Drive string
+	// OK reports a success ("return"); false is an error reply.
+	OK bool
 }
 
 // ErrNeedsFake is returned for a fault that a real QEMU cannot make.
