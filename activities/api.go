@@ -437,6 +437,9 @@ type DetachVBDResult struct {
 	Params string
 	// WasAbsent is true if there was no vbd to remove.
 	WasAbsent bool
+	// ReleasedFdsets are the stub-devid fdsets a retried attempt removed because they held
+	// the disk open (see DetachVBD); none on a first attempt.
+	ReleasedFdsets []int64 `json:",omitempty"`
 }
 
 // AttachVBDInput asks for a new stubdom vbd for the drive.

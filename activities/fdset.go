@@ -38,9 +38,23 @@ func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (Re
 	if err := a.ensureLock(ctx, in.Key, d.DomID); err != nil {
 		return ReleaseFdsetResult{}, err
 	}
-	info, err := a.domainInfo(ctx, d.DomID)
+	ids, err := a.releaseStubSets(ctx, d, log)
 	if err != nil {
 		return ReleaseFdsetResult{}, err
+	}
+	if len(ids) == 0 {
+		// The normal first change after boot: QEMU opened /dev/xvdX itself.
+		log.Info("No fdset of the stubdom for the drive")
+	}
+	return ReleaseFdsetResult{Meta: NewMeta(ctx), FdsetIDs: ids}, nil
+}
+
+// releaseStubSets removes every stub-devid fdset of the drive from its QEMU and returns their
+// ids: ReleaseFdset's work, which DetachVBD also does before it tries again (see there).
+func (a *Activities) releaseStubSets(ctx context.Context, d Drive, log log.Logger) ([]int64, error) {
+	info, err := a.domainInfo(ctx, d.DomID)
+	if err != nil {
+		return nil, err
 	}
 	var ids []int64
 	err = a.withQMP(ctx, info, func(c *qmp.Client) error {
@@ -62,14 +76,7 @@ func (a *Activities) ReleaseFdset(ctx context.Context, in ReleaseFdsetInput) (Re
 		}
 		return nil
 	})
-	if err != nil {
-		return ReleaseFdsetResult{}, err
-	}
-	if len(ids) == 0 {
-		// The normal first change after boot: QEMU opened /dev/xvdX itself.
-		log.Info("No fdset of the stubdom for the drive")
-	}
-	return ReleaseFdsetResult{Meta: NewMeta(ctx), FdsetIDs: ids}, nil
+	return ids, err
 }
 
 // WaitFdset waits for the stubdom to publish a new fdset for the drive (see WaitFdsetInput).

@@ -26,10 +26,22 @@ func (a *Activities) DetachVBD(ctx context.Context, in DetachVBDInput) (DetachVB
 		return DetachVBDResult{}, err
 	}
 	var res DetachVBDResult
+	if activity.IsActivity(ctx) && activity.GetInfo(ctx).Attempt > 1 {
+		// The last attempt's vbd did not close: something holds the disk, most likely an
+		// fdset the stubdom add-fd'd after ReleaseFdset ran (a stubdom slow to publish, or
+		// one that publishes after a worker restart was taken for a lost set). The drive is
+		// ejected, so every stub-devid set of it is one to let go; the workflow adds their
+		// ids to the ones it never takes for a new medium.
+		ids, err := a.releaseStubSets(ctx, d, log)
+		if err != nil {
+			return DetachVBDResult{}, err
+		}
+		res.ReleasedFdsets = ids
+	}
 	err := a.withXS(ctx, func(c *xs.Client) error {
 		v, err := xen.ReadVBD(ctx, c, d.StubDomID, d.DevID)
 		if errors.Is(err, xen.ErrNoSuchVBD) {
-			res = DetachVBDResult{WasAbsent: true}
+			res.WasAbsent = true
 			return nil
 		}
 		if err != nil {
@@ -40,7 +52,7 @@ func (a *Activities) DetachVBD(ctx context.Context, in DetachVBDInput) (DetachVB
 		if err := a.checkRunning(ctx, d); err != nil {
 			return err
 		}
-		res = DetachVBDResult{Params: v.Params}
+		res.Params = v.Params
 		be := v.BackendPath()
 		err = xen.RemoveVBD(ctx, c, be)
 		switch {

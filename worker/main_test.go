@@ -238,7 +238,9 @@ func checkMetrics(t *testing.T, logs, host string) {
 			`(?m)^cdswap_step_duration_seconds_count\{` + h + `,result="ok",step="ChangeMedium"\} [1-9]`,
 			`(?m)^cdswap_fdset_wait_seconds_count\{` + h + `,result="ok"\} [1-9]`,
 			`(?m)^temporal_workflow_completed\{[^}]*workflow_type="ChangeMedium"[^}]*\} 1$`,
-			`(?m)^temporal_activity_execution_latency_count\{[^}]*activity_type="Verify"`,
+			// Verify runs as a local activity, WaitFdset as a regular one.
+			`(?m)^temporal_local_activity_execution_latency_count\{[^}]*activity_type="Verify"`,
+			`(?m)^temporal_activity_execution_latency_count\{[^}]*activity_type="WaitFdset"`,
 		} {
 			assert.Regexp(c, want, text)
 		}

@@ -407,7 +407,8 @@ func (s *swap) detach(ctx workflow.Context) error {
 		if err := s.releaseFdsets(ctx); err != nil {
 			return err
 		}
-		_, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, "")
+		det, err := call(s, ctx, activities.NameDetachVBD, act.DetachVBD, activities.DetachVBDInput{Drive: s.drive, Key: s.key}, "")
+		s.addKnown(det.ReleasedFdsets...)
 		if err == nil || CauseType(err) != activities.ErrGuestPaused || ctx.Err() != nil {
 			return err
 		}
