@@ -47,8 +47,9 @@ func TestStatusShowsPausedGuestWait(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	require.NotEmpty(t, text, "cdswap status never said the swap waits for its guest")
-	// The wait is a timer: between steps, or shown as the run's timer "wait" step.
-	assert.Regexp(t, `: running, (between steps|step \d+ wait )`, text)
+	// The history's view of the run (its last step, or a timer) is what it is; what the
+	// run waits for comes from its progress, on the line after.
+	assert.Contains(t, text, ": running, ")
 	assert.Contains(t, text, "  now "+workflows.WaitingUnpause+"\n")
 	require.NotEmpty(t, asJSON, "cdswap status --json never gave the wait")
 	var v statusView
