@@ -26,7 +26,9 @@ FUZZ_TARGETS := \
 	./internal/qmp:FuzzParseMessage \
 	./internal/qmp/qmptest:FuzzStreamer \
 	./internal/xen:FuzzParseVdev \
-	./internal/mediaformat:FuzzDetect
+	./internal/mediaformat:FuzzDetect \
+	./internal/termtext:FuzzEscape \
+	./workflows:FuzzJSONSize
 FUZZ_TIME ?= 4s
 
 .PHONY: help
