@@ -473,10 +473,11 @@ func TestFleetBusyDrive(t *testing.T) {
 	busy := doms[1]
 	mine, batchMedium := iso(h, xensim.ISORescue), iso(h, xensim.ISOTools)
 
-	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "6s"))
+	// Long enough that the batch, started after it on a loaded machine (its plan saved, its
+	// first workflow task run), still finds the drive busy.
+	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "15s"))
 	single := startSwap(t, ctx, swapInput(h, busy, mine, ""))
 	waitStepStarted(t, ctx, single, w, activities.NameWaitFdset)
-	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "0s"))
 
 	var drives []workflows.FleetDrive
 	for _, d := range doms {
@@ -488,6 +489,14 @@ func TestFleetBusyDrive(t *testing.T) {
 		Requester: "integration-test", Reason: "busy drive", BusyWait: time.Second, BusyTries: 60,
 	}
 	startFleet(t, ctx, in, drives)
+	// Only once the batch has met the busy drive may the batch's own swap of it run without
+	// the hold (the knob is read when a vbd connects, so the person's swap keeps its 15 s).
+	busyID := workflows.WorkflowID(h.Name(), busy.DomID, busy.Vdev)
+	require.Eventually(t, func() bool {
+		hist, err := fetchHistory(ctx, in.Batch, "")
+		return err == nil && startRefusals(hist, busyID) > 0
+	}, time.Minute, 100*time.Millisecond, "the batch never tried the busy drive")
+	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "0s"))
 	res := batchResult(t, in.Batch)
 	assert.Equal(t, workflows.FleetDone, res.Status)
 	assert.Equal(t, len(drives), res.Changed, "%+v", res)
@@ -505,23 +514,31 @@ func TestFleetBusyDrive(t *testing.T) {
 	}
 
 	hist := recordBatch(t, in.Batch, "busy-drive")
-	busyID := workflows.WorkflowID(h.Name(), busy.DomID, busy.Vdev)
-	refused := 0
 	var batchRun string
 	for _, e := range hist.GetEvents() {
 		if a := e.GetStartChildWorkflowExecutionFailedEventAttributes(); a != nil && a.GetWorkflowId() == busyID {
 			assert.Equal(t, enumspb.START_CHILD_WORKFLOW_EXECUTION_FAILED_CAUSE_WORKFLOW_ALREADY_EXISTS, a.GetCause())
-			refused++
 		}
 		if a := e.GetChildWorkflowExecutionStartedEventAttributes(); a != nil && a.GetWorkflowExecution().GetWorkflowId() == busyID {
 			batchRun = a.GetWorkflowExecution().GetRunId()
 		}
 	}
-	assert.Positive(t, refused, "the batch never met the busy drive: the person's swap ended too soon")
+	assert.Positive(t, startRefusals(hist, busyID), "the batch never met the busy drive: the person's swap ended too soon")
 	require.NotEmpty(t, batchRun)
 	singleEnd := describeRun(t, ctx, busyID, single.GetRunID()).GetCloseTime().AsTime()
 	batchStart := describeRun(t, ctx, busyID, batchRun).GetStartTime().AsTime()
 	assert.True(t, batchStart.After(singleEnd), "the batch's swap of %s started at %s, before the person's ended at %s", busyID, batchStart, singleEnd)
+}
+
+// startRefusals counts the batch's starts of the swap id that the server refused.
+func startRefusals(h *historypb.History, id string) int {
+	n := 0
+	for _, e := range h.GetEvents() {
+		if a := e.GetStartChildWorkflowExecutionFailedEventAttributes(); a != nil && a.GetWorkflowId() == id {
+			n++
+		}
+	}
+	return n
 }
 
 // startFleet saves a plan's pages and starts its FleetSwap as `cdswap batch start` does,
