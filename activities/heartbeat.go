@@ -20,30 +20,14 @@ var selfHeartbeating = map[string]bool{NameWaitFdset: true}
 // live worker still ends at its StartToClose. Register it in worker.Options.Interceptors of
 // every worker that runs the activities.
 func NewHeartbeatInterceptor() interceptor.WorkerInterceptor {
-	return &heartbeatInterceptor{}
-}
-
-type heartbeatInterceptor struct {
-	interceptor.WorkerInterceptorBase
-}
-
-func (*heartbeatInterceptor) InterceptActivity(_ context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
-	i := &heartbeatInbound{}
-	i.Next = next
-	return i
-}
-
-type heartbeatInbound struct {
-	interceptor.ActivityInboundInterceptorBase
-}
-
-func (i *heartbeatInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
-	info := activity.GetInfo(ctx)
-	if info.HeartbeatTimeout > 0 && !selfHeartbeating[info.ActivityType.Name] {
-		stop := keepHeartbeating(ctx, heartbeatPeriod(info.HeartbeatTimeout))
-		defer stop()
-	}
-	return i.Next.ExecuteActivity(ctx, in)
+	return AroundSteps(func(ctx context.Context, run func() (any, error)) (any, error) {
+		info := activity.GetInfo(ctx)
+		if info.HeartbeatTimeout > 0 && !selfHeartbeating[info.ActivityType.Name] {
+			stop := keepHeartbeating(ctx, heartbeatPeriod(info.HeartbeatTimeout))
+			defer stop()
+		}
+		return run()
+	})
 }
 
 // heartbeatPeriod is how often keepHeartbeating records a heartbeat for a heartbeat timeout:

@@ -22,33 +22,15 @@ type StepObserver interface {
 // worker runs and reports it to o, by activity type; WaitFdset's also as the fdset wait.
 // Register it in worker.Options.Interceptors next to NewHeartbeatInterceptor.
 func NewMetricsInterceptor(o StepObserver) interceptor.WorkerInterceptor {
-	return &metricsInterceptor{o: o}
-}
-
-type metricsInterceptor struct {
-	interceptor.WorkerInterceptorBase
-	o StepObserver
-}
-
-func (m *metricsInterceptor) InterceptActivity(_ context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
-	i := &metricsInbound{o: m.o}
-	i.Next = next
-	return i
-}
-
-type metricsInbound struct {
-	interceptor.ActivityInboundInterceptorBase
-	o StepObserver
-}
-
-func (i *metricsInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
-	name := activity.GetInfo(ctx).ActivityType.Name
-	start := time.Now()
-	res, err := i.Next.ExecuteActivity(ctx, in)
-	d := time.Since(start)
-	i.o.ObserveStep(name, d, err)
-	if name == NameWaitFdset {
-		i.o.ObserveFdsetWait(d, err)
-	}
-	return res, err
+	return AroundSteps(func(ctx context.Context, run func() (any, error)) (any, error) {
+		name := activity.GetInfo(ctx).ActivityType.Name
+		start := time.Now()
+		res, err := run()
+		d := time.Since(start)
+		o.ObserveStep(name, d, err)
+		if name == NameWaitFdset {
+			o.ObserveFdsetWait(d, err)
+		}
+		return res, err
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/termtext"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -141,7 +142,7 @@ func TestCLIBadInputs(t *testing.T) {
 				assert.Less(t, took, refusedBeforeAnyRun, "the refusal took %s: did a run start?", took)
 			}
 			for i, ch := range r.stdout + r.stderr {
-				if (ch == utf8.RuneError && !strings.HasPrefix((r.stdout + r.stderr)[i:], "\ufffd")) || (ch != '\n' && workflows.IsUnsafeRune(ch)) {
+				if (ch == utf8.RuneError && !strings.HasPrefix((r.stdout + r.stderr)[i:], "\ufffd")) || (ch != '\n' && termtext.IsUnsafe(ch)) {
 					t.Errorf("the output holds %q raw at byte %d", ch, i)
 				}
 			}

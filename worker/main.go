@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +34,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/cmdexit"
 	"github.com/cdswap/cdswap/internal/metrics"
 	"github.com/cdswap/cdswap/internal/plan"
 	"github.com/cdswap/cdswap/internal/temporalclient"
@@ -61,22 +61,6 @@ const (
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
-
-// usageError marks bad flags found by the worker itself (exit status 2).
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-// runError marks a failure of the worker's run (exit status 1), to tell it from cobra's and
-// pflag's own errors about the command line, which carry no type of their own: as in the
-// cdswap CLI, an error that is not a runError is a usage error.
-type runError struct{ err error }
-
-func (e runError) Error() string { return e.err.Error() }
-func (e runError) Unwrap() error { return e.err }
 
 // options are the flags.
 type options struct {
@@ -109,13 +93,9 @@ point it at a simulated host.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			err := serve(cmd.Context(), o, stderr)
-			if err != nil && !errors.As(err, new(usageError)) {
-				return runError{err}
-			}
-			return err
-		},
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), o, stderr)
+		}),
 	}
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
@@ -136,15 +116,15 @@ point it at a simulated host.`,
 	cmd.SetArgs(args)
 	cmd.SetContext(ctx)
 	err := cmd.Execute()
-	if err == nil {
-		return 0
+	code := cmdexit.Code(err)
+	if code == cmdexit.OK {
+		return code
 	}
 	fmt.Fprintf(stderr, "cdswap-worker: %v\n", err)
-	if errors.As(err, new(runError)) {
-		return 1
+	if code == cmdexit.Usage {
+		fmt.Fprintln(stderr, "Run 'cdswap-worker --help' for the flags.")
 	}
-	fmt.Fprintln(stderr, "Run 'cdswap-worker --help' for the flags.")
-	return 2
+	return code
 }
 
 // check refuses flags that cannot work, before anything is dialled, and returns the
@@ -152,16 +132,16 @@ point it at a simulated host.`,
 func (o *options) check() (temporalclient.Config, error) {
 	switch {
 	case o.host == "":
-		return temporalclient.Config{}, usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
+		return temporalclient.Config{}, cmdexit.Usagef("--host is required: the name of this dom0 host, the one operators pass to `cdswap --host`")
 	case len(o.isoRoots) == 0:
-		return temporalclient.Config{}, usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
+		return temporalclient.Config{}, cmdexit.Usagef("--iso-root is required: give at least one folder media may be served from (e.g. --iso-root /srv/isos)")
 	}
 	tc, err := o.temporal.Config(nil)
 	if err != nil {
-		return temporalclient.Config{}, usageError{err}
+		return temporalclient.Config{}, cmdexit.UsageError{Err: err}
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
-		return temporalclient.Config{}, usagef("--log-format %q: want text or json", o.logFormat)
+		return temporalclient.Config{}, cmdexit.Usagef("--log-format %q: want text or json", o.logFormat)
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
 		return temporalclient.Config{}, err
@@ -172,7 +152,7 @@ func (o *options) check() (temporalclient.Config, error) {
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, usagef("--log-level %q: want debug, info, warn or error", s)
+		return 0, cmdexit.Usagef("--log-level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
 }
@@ -203,7 +183,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	tc.Logger = log
 	copts, err := tc.Options()
 	if err != nil {
-		return usageError{err}
+		return cmdexit.UsageError{Err: err}
 	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -226,7 +206,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		}
 	}()
 
-	interceptors := []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor(), &stepLog{}}
+	interceptors := []interceptor.WorkerInterceptor{activities.NewHeartbeatInterceptor(), stepLog()}
 	if o.metricsListen != "" {
 		m := metrics.New(o.host)
 		defer m.Close()
@@ -234,7 +214,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		addr, served, err := m.Serve(mctx, o.metricsListen, log)
 		if err != nil {
 			stopMetrics()
-			return usageError{err}
+			return cmdexit.UsageError{Err: err}
 		}
 		defer func() {
 			stopMetrics()

@@ -5,6 +5,8 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/interceptor"
+
+	"github.com/cdswap/cdswap/activities"
 )
 
 // stepLog is a worker interceptor that logs, at debug level, each attempt of a step as it
@@ -12,22 +14,10 @@ import (
 // server until the workflow task that ran it completes (no pending activity, no started
 // event), so this line is the only sign that it is running, for a person reading the log
 // and for the crash tests that kill a worker inside one.
-type stepLog struct {
-	interceptor.WorkerInterceptorBase
-}
-
-func (*stepLog) InterceptActivity(_ context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
-	i := &stepLogInbound{}
-	i.Next = next
-	return i
-}
-
-type stepLogInbound struct {
-	interceptor.ActivityInboundInterceptorBase
-}
-
-func (i *stepLogInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
-	info := activity.GetInfo(ctx)
-	activity.GetLogger(ctx).Debug("Step started", "step", info.ActivityType.Name, "attempt", info.Attempt, "local", info.IsLocalActivity)
-	return i.Next.ExecuteActivity(ctx, in)
+func stepLog() interceptor.WorkerInterceptor {
+	return activities.AroundSteps(func(ctx context.Context, run func() (any, error)) (any, error) {
+		info := activity.GetInfo(ctx)
+		activity.GetLogger(ctx).Debug("Step started", "step", info.ActivityType.Name, "attempt", info.Attempt, "local", info.IsLocalActivity)
+		return run()
+	})
 }

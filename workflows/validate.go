@@ -193,18 +193,11 @@ func checkText(field, s string, limit int, lines bool) error {
 		if lines && (r == '\n' || r == '\r' || r == '\t') {
 			continue
 		}
-		if IsUnsafeRune(r) {
+		if termtext.IsUnsafe(r) {
 			return &InputError{field, fmt.Sprintf("%s holds the control character %s: remove it", strconv.QuoteToASCII(s), strconv.QuoteRuneToASCII(r))}
 		}
 	}
 	return nil
-}
-
-// IsUnsafeRune reports whether r is a character that termtext.Escape escapes (a control
-// character, a bidirectional override, a line or paragraph separator) other than the
-// backslash, which it only doubles.
-func IsUnsafeRune(r rune) bool {
-	return termtext.IsUnsafe(r)
 }
 
 // KeywordMedium is the part of medium that fits the CdswapMedium search attribute: the

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/termtext"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/workflows"
 )
@@ -82,7 +83,7 @@ func TestValidate(t *testing.T) {
 			assert.Contains(t, ie.Error(), tt.wantText)
 			assert.True(t, utf8.ValidString(ie.Error()), "the message quotes the value in ASCII: %q", ie.Error())
 			for _, r := range ie.Error() {
-				assert.False(t, workflows.IsUnsafeRune(r), "the message %q holds %q raw", ie.Error(), r)
+				assert.False(t, termtext.IsUnsafe(r), "the message %q holds %q raw", ie.Error(), r)
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cdswap/cdswap/internal/cmdexit"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
 
@@ -35,12 +36,12 @@ alternate stubdom and dom0.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, _ []string) error {
 			var counts []int
 			for _, s := range strings.Split(guests, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(s))
 				if err != nil || n < 1 {
-					return usagef("--guests %q: want counts such as 1,10,50", guests)
+					return cmdexit.Usagef("--guests %q: want counts such as 1,10,50", guests)
 				}
 				counts = append(counts, n)
 			}
@@ -48,7 +49,7 @@ alternate stubdom and dom0.`,
 			for _, m := range strings.Split(modes, ",") {
 				m = strings.TrimSpace(m)
 				if m != "real" && m != "fake" {
-					return usagef("--qemu %q: want real, fake or real,fake", modes)
+					return cmdexit.Usagef("--qemu %q: want real, fake or real,fake", modes)
 				}
 				ms = append(ms, m)
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cdswap/cdswap/internal/cmdexit"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
 
@@ -47,7 +48,7 @@ Knobs:
 		Use:   "show",
 		Short: "Print the knobs in force and the medium counters",
 		Args:  cobra.NoArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
 			c := xensim.NewControl(folder())
@@ -77,7 +78,7 @@ Knobs:
 		Use:   "reset-media",
 		Short: "Zero the medium counters (drives out stay out) and print them as they were",
 		Args:  cobra.NoArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
 			m, err := xensim.NewControl(folder()).ResetMedia(ctx)
@@ -98,7 +99,7 @@ Knobs:
   xensim ctl --dir /tmp/xs0 set again-ratio=0.3
   xensim ctl --dir /tmp/xs0 set drop-after=blockdev-change-medium --domain 3`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: runE(func(cmd *cobra.Command, args []string) error {
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
 			c := xensim.NewControl(folder())
@@ -106,7 +107,7 @@ Knobs:
 			for _, a := range args {
 				d, knob, value, err := xensim.ParseKnob(a)
 				if err != nil {
-					return usageError{err}
+					return cmdexit.UsageError{Err: err}
 				}
 				if d == "" {
 					d = domain

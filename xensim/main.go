@@ -25,39 +25,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cdswap/cdswap/internal/cmdexit"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-// usageError marks bad input found by a command itself (exit status 2).
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-// runError marks an error of a command's run, to tell it from cobra's and pflag's own errors
-// about the command line, which carry no type of their own: as in the cdswap CLI, an error
-// that is not a runError is a usage error.
-type runError struct{ err error }
-
-func (e runError) Error() string { return e.err.Error() }
-func (e runError) Unwrap() error { return e.err }
-
-// runE wraps a command's body: its errors are the run's, unless it said they are usage
-// errors.
-func runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		err := f(cmd, args)
-		if err == nil || errors.As(err, new(usageError)) {
-			return err
-		}
-		return runError{err}
-	}
 }
 
 // run is the whole program, returning the exit status.
@@ -71,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "xensim: %v\n", err)
 	// A run refused for what it was asked (a bad config, a folder in use, an unknown
 	// domain) is bad input too.
-	if errors.As(err, new(runError)) && !errors.Is(err, xensim.ErrBadConfig) && !errors.Is(err, xensim.ErrInUse) &&
+	if cmdexit.IsRunFailure(err) && !errors.Is(err, xensim.ErrBadConfig) && !errors.Is(err, xensim.ErrInUse) &&
 		!errors.Is(err, xensim.ErrNoSuchDomain) && !errors.Is(err, xensim.ErrRefused) {
 		return 1
 	}
@@ -116,7 +89,7 @@ Fault knobs (--fault [DOMAIN:]KNOB=VALUE, or at run time with xensim ctl):
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		RunE: cmdexit.RunE(func(cmd *cobra.Command, _ []string) error {
 			return runHost(cmd.Context(), f, stdout, stderr)
 		}),
 	}
@@ -149,41 +122,41 @@ func (f hostFlags) config(logger *slog.Logger) (xensim.Config, error) {
 	}
 	mode, err := xensim.ParseQEMUMode(f.qemu)
 	if err != nil {
-		return cfg, usagef("--qemu %q: want real, fake or auto", f.qemu)
+		return cfg, cmdexit.Usagef("--qemu %q: want real, fake or auto", f.qemu)
 	}
 	cfg.QEMU = mode
 	if f.agentDelay < 0 {
-		return cfg, usagef("--agent-delay %v: cannot be negative", f.agentDelay)
+		return cfg, cmdexit.Usagef("--agent-delay %v: cannot be negative", f.agentDelay)
 	}
 	if f.agentDelay == 0 {
 		cfg.AgentDelay = -1 // no delay at all, not the default
 	}
 	for name, n := range map[string]int{"--domains": f.domains, "--stubdom": f.stubdom, "--dom0": f.dom0, "--trad": f.trad} {
 		if n < 0 {
-			return cfg, usagef("%s %d: cannot be negative", name, n)
+			return cfg, cmdexit.Usagef("%s %d: cannot be negative", name, n)
 		}
 	}
 	s, d, t := f.stubdom, f.dom0, f.trad
 	if f.domains > 0 {
 		rest := f.domains - s - d - t
 		if rest < 0 {
-			return cfg, usagef("--domains %d is fewer than --stubdom %d + --dom0 %d + --trad %d", f.domains, s, d, t)
+			return cfg, cmdexit.Usagef("--domains %d is fewer than --stubdom %d + --dom0 %d + --trad %d", f.domains, s, d, t)
 		}
 		s += (rest + 1) / 2
 		d += rest / 2
 	}
 	if s+d+t > xensim.MaxGuests {
-		return cfg, usagef("%d guests do not fit: one simulated host takes at most %d (and domids stop at %d, two per stubdom guest)",
+		return cfg, cmdexit.Usagef("%d guests do not fit: one simulated host takes at most %d (and domids stop at %d, two per stubdom guest)",
 			s+d+t, xensim.MaxGuests, xensim.MaxDomID)
 	}
 	cfg.StubdomGuests, cfg.Dom0Guests, cfg.TradGuests = s, d, t
 	for _, spec := range f.faults {
 		dom, knob, value, err := xensim.ParseKnob(spec)
 		if err != nil {
-			return cfg, usageError{err}
+			return cfg, cmdexit.UsageError{Err: err}
 		}
 		if err := cfg.Faults.Set(dom, knob, value); err != nil {
-			return cfg, usageError{fmt.Errorf("--fault %s: %w", spec, err)}
+			return cfg, cmdexit.UsageError{Err: fmt.Errorf("--fault %s: %w", spec, err)}
 		}
 	}
 	return cfg, nil
@@ -192,7 +165,7 @@ func (f hostFlags) config(logger *slog.Logger) (xensim.Config, error) {
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+		return nil, cmdexit.Usagef("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

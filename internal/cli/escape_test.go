@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdswap/cdswap/activities"
+	"github.com/cdswap/cdswap/internal/termtext"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/testenv/fakehost"
 	"github.com/cdswap/cdswap/workflows"
@@ -37,7 +38,7 @@ func assertClean(t *testing.T, what, out string) {
 		switch {
 		case r == utf8.RuneError && !strings.HasPrefix(out[i:], "\ufffd"):
 			t.Errorf("%s: byte %#x at %d is not UTF-8:\n%s", what, out[i], i, out)
-		case r != '\n' && workflows.IsUnsafeRune(r):
+		case r != '\n' && termtext.IsUnsafe(r):
 			t.Errorf("%s: %q at byte %d reaches the output:\n%s", what, r, i, out)
 		}
 	}

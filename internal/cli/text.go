@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/cdswap/cdswap/internal/termtext"
-	"github.com/cdswap/cdswap/workflows"
 )
 
 // Table column widths of `cdswap list`, in characters: a field longer than its column is
@@ -43,7 +42,7 @@ func clean(s string) string {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case workflows.IsUnsafeRune(r):
+		case termtext.IsUnsafe(r):
 			b.WriteString(esc(string(r)))
 		default:
 			b.WriteString(s[i : i+size])
@@ -74,7 +73,7 @@ func jsonEscapeUnsafe(doc []byte) []byte {
 	var out []byte
 	for i := 0; i < len(doc); {
 		r, size := utf8.DecodeRune(doc[i:])
-		if r != '\n' && workflows.IsUnsafeRune(r) {
+		if r != '\n' && termtext.IsUnsafe(r) {
 			if out == nil {
 				out = append(make([]byte, 0, len(doc)+16), doc[:i]...)
 			}
