@@ -12,7 +12,7 @@ GOLANGCI_LINT := $(CACHE)/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-li
 DEADCODE := $(CACHE)/bin/deadcode-$(DEADCODE_VERSION)/deadcode
 # Tests that run only when asked (reports and recorders with their own make targets, and a
 # helper process another test starts): make test leaves them out rather than see them skip.
-ON_DEMAND_TESTS := ^Test(SwapLatencyReport|FdsetPollLoadReport|FleetThroughputReport|ClusterLatencyReport|RecordHistories|RecordHistoriesV3|LockHelperProcess)$$
+ON_DEMAND_TESTS := ^Test(SwapLatencyReport|FdsetPollLoadReport|FleetThroughputReport|ClusterLatencyReport|RecordHistories|RecordHistoriesEveryPath|LockHelperProcess)$$
 # Packages the product binaries must never link: the simulator and the test doubles.
 TEST_ONLY_PACKAGES := /internal/xensim|/qmptest|/xenstored|/internal/testenv
 export CDSWAP_TEMPORAL_CLI := $(TEMPORAL_CLI)

@@ -54,20 +54,20 @@ var benchModes = []benchMode{
 	{name: "eager", what: "old + eager activity execution",
 		bench: &workflows.BenchOptions{RegularSteps: true, FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval}},
 	{name: "local", what: "old + the short steps as local activities",
-		bench: &workflows.BenchOptions{NoEager: true, FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval}},
+		bench: &workflows.BenchOptions{NoEager: true, FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval, RegularVBD: true}},
 	{name: "local+eager", what: "local activities and eager execution, WaitFdset polls every 50 ms",
-		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval}},
+		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval, RegularVBD: true}},
 	{name: "local+eager+poll10", what: "local+eager, WaitFdset polls every 10 ms",
-		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: 10 * time.Millisecond}},
-	{name: "new+localvbd", what: "new, and DetachVBD and AttachVBD as local activities too (not done in production: they wait on blkback and the stubdom)",
-		bench: &workflows.BenchOptions{LocalVBD: true}},
-	{name: "new", what: "production now: local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 10 ms for up to 1 s once it connected"},
+		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: 10 * time.Millisecond, RegularVBD: true}},
+	{name: "local+eager+wake", what: "local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 10 ms for up to 1 s once it connected; DetachVBD and AttachVBD regular activities (production with version 1 of local-short-steps)",
+		bench: &workflows.BenchOptions{RegularVBD: true}},
+	{name: "new", what: "production now: local+eager+wake, and DetachVBD and AttachVBD as local activities too (version 2 of local-short-steps)"},
 	{name: "direct", what: "the activities called in process, WaitFdset polling every 50 ms (the old direct path)", direct: true},
 	{name: "direct+wake", what: "the activities called in process, WaitFdset with the wake-up", direct: true, wake: true},
 }
 
 // modesFlag selects the report's modes.
-var modesFlag = flag.String("modes", "", "TestSwapLatencyReport: comma-separated modes to run (default all: old,eager,local,local+eager,local+eager+poll10,new+localvbd,new,direct,direct+wake)")
+var modesFlag = flag.String("modes", "", "TestSwapLatencyReport: comma-separated modes to run (default all: old,eager,local,local+eager,local+eager+poll10,local+eager+wake,new,direct,direct+wake)")
 
 // swapStats is one swap: its time as its caller saw it, each step's, and what it cost.
 type swapStats struct {

@@ -44,14 +44,20 @@ const (
 	// historyV2 adds GetVersion "stubdom-reattach-on-fdset-gone": a stubdom's lost fdset
 	// cycles the PV disk instead of restoring the old medium.
 	historyV2 = 2
-	// historyV3 is the code of 2026-12-05, which adds GetVersion "validate-input-limits",
-	// "cancel-too-late-recorded", "restore-stops-on-device-model-gone",
-	// "wait-while-guest-paused" and "local-short-steps" (the short steps as local
-	// activities). Every path is recorded with it.
-	historyV3 = 3
+	// v3 (no constant: nothing records it any more) was the code of the morning of
+	// 2026-12-05, which added GetVersion "validate-input-limits", "cancel-too-late-recorded",
+	// "restore-stops-on-device-model-gone", "wait-while-guest-paused" and
+	// "local-short-steps" (the short steps as local activities). Every path was recorded
+	// with it.
+
+	// historyV4 records version 2 of GetVersion "local-short-steps" (DetachVBD and
+	// AttachVBD as local activities too). Every path is recorded with it.
+	historyV4 = 4
+	// historyNow is the version of today's code, which TestRecordHistoriesEveryPath records.
+	historyNow = historyV4
 )
 
-// Change ids of historyV3 (the workflows package's change* constants).
+// Change ids of v3 and historyV4 (the workflows package's change* constants).
 const (
 	validateLimits  = "validate-input-limits"
 	cancelTooLate   = "cancel-too-late-recorded"
@@ -198,20 +204,21 @@ func TestRecordHistories(t *testing.T) {
 	})
 }
 
-// TestRecordHistoriesV3 records every path of ChangeMedium with today's code (historyV3),
-// with the version markers each path must carry, so that the replay test proves each of
-// today's GetVersion changes; the files of older versions are kept. It runs only when
+// TestRecordHistoriesEveryPath records every path of ChangeMedium with today's code
+// (historyNow), with the version markers each path must carry, so that the replay test proves
+// each of today's GetVersion changes; the files of older versions are kept (the v3 files were
+// written by this test before version 2 of local-short-steps). It runs only when
 // asked, as TestRecordHistories:
 //
 //	go test ./integration -run 'TestRecordHistories' -count=1 -args -record
-func TestRecordHistoriesV3(t *testing.T) {
+func TestRecordHistoriesEveryPath(t *testing.T) {
 	if !recording() {
 		t.Skip("records histories only when asked: go test ./integration -run TestRecordHistories -count=1 -args -record")
 	}
 	need(t)
 	const cm = workflows.ChangeMediumName
 	// every is what a run that passed validation records.
-	every := map[string]workflow.Version{validateLimits: 1, localSteps: 1}
+	every := map[string]workflow.Version{validateLimits: 1, localSteps: 2}
 	with := func(extra map[string]workflow.Version) map[string]workflow.Version {
 		m := maps.Clone(every)
 		maps.Copy(m, extra)
@@ -219,7 +226,7 @@ func TestRecordHistoriesV3(t *testing.T) {
 	}
 	write := func(t *testing.T, run client.WorkflowRun, scenario string, markers map[string]workflow.Version) {
 		t.Helper()
-		hist := writeHistory(t, run, cm, scenario, historyV3)
+		hist := writeHistory(t, run, cm, scenario, historyNow)
 		require.Equal(t, markers, testenv.VersionMarkers(t, hist), "version markers of %s", scenario)
 	}
 
@@ -227,10 +234,10 @@ func TestRecordHistoriesV3(t *testing.T) {
 		t.Parallel()
 		var files []string
 		for _, sc := range []string{"stubdom-insert", "stubdom-eject", "dom0-insert", "dom0-eject", "refused-traditional"} {
-			files = append(files, historyPath(cm, sc, historyV3))
+			files = append(files, historyPath(cm, sc, historyNow))
 		}
 		skipRecorded(t, files...)
-		h := startHost(t, xensim.Config{HostName: hostName("rec3"), StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1, QEMU: xensim.QEMUFake})
+		h := startHost(t, xensim.Config{HostName: hostName("recnow"), StubdomGuests: 1, Dom0Guests: 1, TradGuests: 1, QEMU: xensim.QEMUFake})
 		startWorker(t, h, workerOpts{})
 		for _, kind := range []xensim.Kind{xensim.KindStubdom, xensim.KindDom0} {
 			dom := domainOf(t, h, kind)
@@ -244,8 +251,8 @@ func TestRecordHistoriesV3(t *testing.T) {
 	})
 	t.Run("rolled back", func(t *testing.T) {
 		t.Parallel()
-		skipRecorded(t, historyPath(cm, "fdset-timeout-restored", historyV3))
-		h, logs := startHostLogs(t, xensim.Config{HostName: hostName("rec3-rollback"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		skipRecorded(t, historyPath(cm, "fdset-timeout-restored", historyNow))
+		h, logs := startHostLogs(t, xensim.Config{HostName: hostName("recnow-rollback"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
 		dom := domainOf(t, h, xensim.KindStubdom)
 		startWorker(t, h, workerOpts{})
 		first := iso(h, xensim.ISOTools)
@@ -259,14 +266,16 @@ func TestRecordHistoriesV3(t *testing.T) {
 		{activities.NameWaitFdset, "worker-crash-resumed"},
 		// Killed in the middle of a run of local steps (ChangeMedium Record Verify Unlock).
 		{activities.NameRecord, "worker-crash-in-local-steps-resumed"},
+		// Killed in a local PV disk step: ReleaseFdset DetachVBD AttachVBD run again.
+		{activities.NameAttachVBD, "worker-crash-in-local-vbd-resumed"},
 	} {
 		t.Run(c.scenario, func(t *testing.T) {
 			t.Parallel()
-			skipRecorded(t, historyPath(cm, c.scenario, historyV3))
+			skipRecorded(t, historyPath(cm, c.scenario, historyNow))
 			i := slices.IndexFunc(crashCases, func(cc crashCase) bool { return cc.step == c.step })
 			require.GreaterOrEqual(t, i, 0)
 			_, run := runCrash(t, crashCases[i], 1)
-			hist := writeHistory(t, run, cm, c.scenario, historyV3)
+			hist := writeHistory(t, run, cm, c.scenario, historyNow)
 			// The dead worker's monitor may take the stubdom's new fdset with it (QEMU before
 			// 9.1), and the run then cycles the PV disk (stubdom-reattach-on-fdset-gone).
 			markers := testenv.VersionMarkers(t, hist)
@@ -277,7 +286,7 @@ func TestRecordHistoriesV3(t *testing.T) {
 	t.Run("stubdom fdset lost, PV disk cycled", func(t *testing.T) {
 		t.Parallel()
 		const scenario = "stubdom-fdset-lost-recycled"
-		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		skipRecorded(t, historyPath(cm, scenario, historyNow))
 		r := loseFdsetInChangeMedium(t)
 		require.NoError(t, r.err, "result %+v", r.res)
 		require.Equal(t, workflows.OutcomeChanged, r.res.Outcome, "result %+v", r.res)
@@ -286,8 +295,8 @@ func TestRecordHistoriesV3(t *testing.T) {
 	t.Run("device model gone", func(t *testing.T) {
 		t.Parallel()
 		const scenario = "device-model-gone-restore-failed"
-		skipRecorded(t, historyPath(cm, scenario, historyV3))
-		h := startHost(t, xensim.Config{HostName: hostName("rec3-dead"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		skipRecorded(t, historyPath(cm, scenario, historyNow))
+		h := startHost(t, xensim.Config{HostName: hostName("recnow-dead"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
 		dom := domainOf(t, h, xensim.KindStubdom)
 		w := startWorker(t, h, workerOpts{})
 		swapOK(t, h, dom, iso(h, xensim.ISOTools), workflows.OutcomeChanged)
@@ -306,8 +315,8 @@ func TestRecordHistoriesV3(t *testing.T) {
 	t.Run("guest paused mid-swap", func(t *testing.T) {
 		t.Parallel()
 		const scenario = "guest-paused-waited"
-		skipRecorded(t, historyPath(cm, scenario, historyV3))
-		h := startHost(t, xensim.Config{HostName: hostName("rec3-paused"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		skipRecorded(t, historyPath(cm, scenario, historyNow))
+		h := startHost(t, xensim.Config{HostName: hostName("recnow-paused"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
 		dom := domainOf(t, h, xensim.KindStubdom)
 		fake := h.QEMU(dom.DomID).Fake()
 		w := startWorker(t, h, workerOpts{})
@@ -331,8 +340,8 @@ func TestRecordHistoriesV3(t *testing.T) {
 	t.Run("canceled and restored", func(t *testing.T) {
 		t.Parallel()
 		const scenario = "canceled-restored"
-		skipRecorded(t, historyPath(cm, scenario, historyV3))
-		h := startHost(t, xensim.Config{HostName: hostName("rec3-cancel"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
+		skipRecorded(t, historyPath(cm, scenario, historyNow))
+		h := startHost(t, xensim.Config{HostName: hostName("recnow-cancel"), Domains: []xensim.DomainSpec{{Kind: xensim.KindStubdom}}, QEMU: xensim.QEMUFake, AgentDelay: -1})
 		dom := domainOf(t, h, xensim.KindStubdom)
 		w := startWorker(t, h, workerOpts{})
 		first := iso(h, xensim.ISOTools)
@@ -352,7 +361,7 @@ func TestRecordHistoriesV3(t *testing.T) {
 	t.Run("cancel too late", func(t *testing.T) {
 		t.Parallel()
 		const scenario = "cancel-too-late"
-		skipRecorded(t, historyPath(cm, scenario, historyV3))
+		skipRecorded(t, historyPath(cm, scenario, historyNow))
 		run := cancelDuringUnlock(t)
 		write(t, run, scenario, with(map[string]workflow.Version{cancelTooLate: 1}))
 	})
@@ -363,7 +372,7 @@ func TestRecordHistoriesV3(t *testing.T) {
 // history: the run ends changed, the cancellation too late.
 func cancelDuringUnlock(t *testing.T) client.WorkflowRun {
 	t.Helper()
-	host := hostName("rec3-late")
+	host := hostName("recnow-late")
 	fh := &fakehost.Host{Name: host, Kind: activities.KindStubdom}
 	ctx := testenv.Context(t, time.Minute)
 	var run client.WorkflowRun

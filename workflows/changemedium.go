@@ -147,8 +147,9 @@ var act *activities.Activities
 //	stubdom: Inspect Lock Eject ReleaseFdset DetachVBD AttachVBD WaitFdset ChangeMedium Record Verify Unlock
 //	dom0:    Inspect Lock Eject AddFD ChangeMedium Record Verify Unlock
 //
-// Since changeLocalSteps the short steps (localSteps: all but DetachVBD, AttachVBD,
-// WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers.
+// Since changeLocalSteps the short steps (localSteps: all but Eject, DetachVBD, AttachVBD,
+// WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers, and since
+// its version 2 DetachVBD and AttachVBD too (vbdSteps).
 //
 // An eject skips ChangeMedium (and AddFD); a stubdom eject still re-attaches the PV disk, with
 // the empty-cdrom file, and waits for its fdset, because the drive must keep a vbd.
@@ -200,6 +201,7 @@ type swap struct {
 	fdset int64   // the fdset of the medium inserted last, -1 if none
 
 	local           bool   // the short steps run as local activities (changeLocalSteps)
+	localVBD        bool   // so do DetachVBD and AttachVBD (localVBDVersion)
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
 	restoreFailedAt string // the step whose failure ended the last restore round
@@ -222,7 +224,7 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	if err := s.validate(ctx); err != nil {
 		return s.finish(dctx, end{outcome: OutcomeRefused, errType: ErrRefused, cause: err})
 	}
-	s.local = s.useLocalSteps(ctx)
+	s.useLocalSteps(ctx)
 	e := s.change(ctx, dctx)
 	if s.locked {
 		s.unlock(dctx)

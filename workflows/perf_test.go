@@ -12,33 +12,35 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-// regularSteps are the steps that stay regular activities since local-short-steps.
+// regularSteps are the steps that stay regular activities since version 2 of local-short-steps.
 var regularSteps = map[string]bool{
-	activities.NameEject: true, activities.NameDetachVBD: true, activities.NameAttachVBD: true,
-	activities.NameWaitFdset: true, activities.NameAddFD: true,
+	activities.NameEject: true, activities.NameWaitFdset: true, activities.NameAddFD: true,
 }
 
+// vbdSteps are the steps that became local activities with version 2 of local-short-steps.
+var vbdSteps = map[string]bool{activities.NameDetachVBD: true, activities.NameAttachVBD: true}
+
 // TestChangeMediumLocalSteps checks which steps a new run runs as local activities: all
-// but the PV disk steps, WaitFdset and AddFD, on both guest kinds, and none when a benchmark
-// asks for the old way (BenchOptions.RegularSteps). The steps, their order and the outcome
-// are the same either way.
+// but Eject, WaitFdset and AddFD, on both guest kinds; none when a benchmark asks for the
+// oldest way (BenchOptions.RegularSteps), and not the PV disk steps when it asks for the way
+// before version 2 of local-short-steps (RegularVBD). The steps, their order and the outcome are the same
+// in every way.
 func TestChangeMediumLocalSteps(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		kind    activities.Kind
-		regular bool
-		want    []string
+		name  string
+		kind  activities.Kind
+		bench *workflows.BenchOptions
+		want  []string
 	}{
-		{"stubdom", activities.KindStubdom, false, stubdomInsert},
-		{"dom0", activities.KindDom0, false, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
-		{"stubdom regular", activities.KindStubdom, true, stubdomInsert},
+		{"stubdom", activities.KindStubdom, nil, stubdomInsert},
+		{"dom0", activities.KindDom0, nil, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
+		{"stubdom regular", activities.KindStubdom, &workflows.BenchOptions{RegularSteps: true}, stubdomInsert},
+		{"stubdom regular vbd", activities.KindStubdom, &workflows.BenchOptions{RegularVBD: true}, stubdomInsert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHost(tc.kind)
 			in := testInput()
-			if tc.regular {
-				in.Bench = &workflows.BenchOptions{RegularSteps: true}
-			}
+			in.Bench = tc.bench
 			_, r := newEnv(t, h, in)
 			r.execute(t, in)
 			require.NoError(t, r.err)
@@ -46,7 +48,12 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 			assert.Equal(t, tc.want, h.Names())
 			require.Len(t, r.res.Steps, len(tc.want))
 			for _, s := range r.res.Steps {
-				assert.Equal(t, !tc.regular && !regularSteps[s.Name], s.Local, "step %s: Local", s.Name)
+				local := tc.bench == nil && !regularSteps[s.Name] ||
+					tc.bench != nil && tc.bench.RegularVBD && !regularSteps[s.Name] && !vbdSteps[s.Name]
+				assert.Equal(t, local, s.Local, "step %s: Local", s.Name)
+				if tc.bench == nil {
+					assert.Equal(t, local, workflows.RunsLocal(s.Name), "step %s: RunsLocal", s.Name)
+				}
 				assert.EqualValues(t, 1, s.Attempts, "step %s: attempts", s.Name)
 			}
 		})

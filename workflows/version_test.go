@@ -12,6 +12,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/interceptor"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
@@ -135,19 +136,87 @@ func TestStubdomReattachGuard(t *testing.T) {
 	require.True(t, ok, "%s has no activity failed with %s followed by another step", recycledV2History, activities.ErrFdsetGone)
 	assert.Equal(t, activities.NameReleaseFdset, next, "%s: the new code cycles the PV disk after the lost fdset", recycledV2History)
 
-	tests := []struct {
-		name    string
-		history *historypb.History
-		force   *forcedVersion // nil: the code as it is
-		wantErr bool
-	}{
+	runGuardCases(t, []guardCase{
 		{name: "v1 with the guard", history: v1},
 		{name: "v2 with the guard", history: v2},
 		{name: "v1 without the guard (new branch only)", history: v1, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: 1}, wantErr: true},
 		{name: "v2 without the guard (new branch only)", history: v2, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: 1}},
 		{name: "v2 with the old branch only", history: v2, force: &forcedVersion{changeID: workflows.ChangeStubdomReattach, version: workflow.DefaultVersion}, wantErr: true},
+	})
+}
+
+// How a recorded run ran a step: as a regular activity (ActivityTaskScheduled), as a local
+// one (a LocalActivity marker), or not at all.
+const (
+	ranRegular = "regular"
+	ranLocal   = "local"
+	ranNot     = "not run"
+)
+
+// howRan reports how the run of h ran step, by its first record in h.
+func howRan(t *testing.T, h *historypb.History, step string) string {
+	t.Helper()
+	for _, e := range h.GetEvents() {
+		if a := e.GetActivityTaskScheduledEventAttributes(); a != nil && a.GetActivityType().GetName() == step {
+			return ranRegular
+		}
+		if a := e.GetMarkerRecordedEventAttributes(); a != nil && a.GetMarkerName() == "LocalActivity" {
+			var d struct{ ActivityType string }
+			ps := a.GetDetails()["data"].GetPayloads()
+			require.NotEmpty(t, ps, "LocalActivity marker %d without data", e.GetEventId())
+			require.NoError(t, converter.GetDefaultDataConverter().FromPayload(ps[0], &d))
+			if d.ActivityType == step {
+				return ranLocal
+			}
+		}
 	}
-	for _, tt := range tests {
+	return ranNot
+}
+
+// TestLocalVBDGuard shows that version 2 of GetVersion local-short-steps is what keeps the
+// runs of version 1 replaying: the same stubdom insert recorded with each (v3 and v4 of the
+// corpus) ran DetachVBD and AttachVBD as regular activities, then as local ones; the code
+// replays both, and with the guard removed (GetVersion answering one version for every run)
+// the other one fails with a non-determinism error.
+func TestLocalVBDGuard(t *testing.T) {
+	v3 := readHistory(t, "ChangeMedium-stubdom-insert-v3.json")
+	v4 := readHistory(t, "ChangeMedium-stubdom-insert-v4.json")
+	assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, v3)[workflows.ChangeLocalSteps], "v3")
+	assert.Equal(t, workflows.LocalVBDVersion, testenv.VersionMarkers(t, v4)[workflows.ChangeLocalSteps], "v4")
+	for _, step := range []string{activities.NameDetachVBD, activities.NameAttachVBD} {
+		assert.Equal(t, ranRegular, howRan(t, v3, step), "v3: %s", step)
+		assert.Equal(t, ranLocal, howRan(t, v4, step), "v4: %s", step)
+	}
+	// The steps around them ran alike in both.
+	for _, step := range []string{activities.NameReleaseFdset, activities.NameChangeMedium} {
+		assert.Equal(t, ranLocal, howRan(t, v3, step), "v3: %s", step)
+		assert.Equal(t, ranLocal, howRan(t, v4, step), "v4: %s", step)
+	}
+	assert.Equal(t, ranRegular, howRan(t, v4, activities.NameWaitFdset), "v4: WaitFdset")
+
+	force := func(v workflow.Version) *forcedVersion {
+		return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
+	}
+	runGuardCases(t, []guardCase{
+		{name: "v3 with the guard", history: v3},
+		{name: "v4 with the guard", history: v4},
+		{name: "v3 without the guard (version 2 only)", history: v3, force: force(workflows.LocalVBDVersion), wantErr: true},
+		{name: "v4 without the guard (version 1 only)", history: v4, force: force(1), wantErr: true},
+	})
+}
+
+// A guardCase replays a recorded history with the code as it is (force nil) or with one
+// GetVersion answered by a constant, and expects a non-determinism error or none.
+type guardCase struct {
+	name    string
+	history *historypb.History
+	force   *forcedVersion
+	wantErr bool
+}
+
+// runGuardCases runs each case as a subtest.
+func runGuardCases(t *testing.T, cases []guardCase) {
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			var icpts []interceptor.WorkerInterceptor
 			if tt.force != nil {

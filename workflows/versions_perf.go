@@ -20,10 +20,18 @@ import (
 // activities on the worker that runs the workflow task, recorded as LocalActivity markers,
 // instead of as activities dispatched through the server. A run of them costs one workflow
 // task instead of one task, three history events and two server round trips per step
-// (BENCHMARKS.md). The steps that wait on the stubdom or on blkback (DetachVBD, AttachVBD,
-// WaitFdset) and dom0's AddFD stay regular activities with heartbeats. Runs recorded before
-// it replay with every step a regular activity.
+// (BENCHMARKS.md). Runs recorded before it replay with every step a regular activity.
+//
+// Its version 2 (localVBDVersion) runs the stubdom's PV disk steps (vbdSteps) as local
+// activities too, so that a stubdom swap has two regular steps left (Eject and WaitFdset).
+// Runs recorded with version 1 replay with DetachVBD and AttachVBD as regular activities. A
+// second version of the same change rather than a change of its own: every GetVersion
+// records a marker and an upsert of TemporalChangeVersion, two events a run.
 const changeLocalSteps = "local-short-steps"
+
+// localVBDVersion is the version of changeLocalSteps since which DetachVBD and AttachVBD are
+// local activities.
+const localVBDVersion workflow.Version = 2
 
 // localSteps are the steps run as local activities since changeLocalSteps: each takes a few
 // milliseconds of QMP, xenstore or lock-file work on this host and never waits for another
@@ -47,10 +55,29 @@ var localSteps = map[string]bool{
 	activities.NameUnlock:       true,
 }
 
-// RunsLocal reports whether a new ChangeMedium run (with changeLocalSteps) runs step as a
-// local activity: such a step is no pending activity while it runs and is recorded as a
-// LocalActivity marker.
-func RunsLocal(step string) bool { return localSteps[step] }
+// vbdSteps are the steps run as local activities since localVBDVersion. They wait on blkback
+// and the stub domain, milliseconds when all is well and up to libxl's 10 s per backend
+// state when not, and each is idempotent (a detached vbd detaches again as a no-op, an
+// attach of the params already attached waits only). Run again from the last completed
+// workflow task they redo the same sequence: a worker that dies in AttachVBD leaves ReleaseFdset,
+// DetachVBD and AttachVBD to run again, which release the new vbd's fdset if the stubdom had
+// added it, detach the new vbd and attach it again. What a heartbeat gave a regular step, a
+// dead worker noticed within 2 s, the workflow task timeout gives a local one; while a local
+// step runs longer than 80 % of that timeout, the SDK completes the task and goes on in a new
+// one, so a slow backend costs three history events per 1.6 s instead of nothing.
+//
+// WaitFdset stays a regular activity: it waits on the stubdom for up to fdsetWaitTimeout,
+// and the fdsets known before it (the set it must not take for the new one) are in the
+// history when it starts, so that a retried wait never re-runs the PV disk steps.
+var vbdSteps = map[string]bool{
+	activities.NameDetachVBD: true,
+	activities.NameAttachVBD: true,
+}
+
+// RunsLocal reports whether a new ChangeMedium run (changeLocalSteps at localVBDVersion) runs
+// step as a local activity: such a step is no pending activity while it runs and is
+// recorded as a LocalActivity marker.
+func RunsLocal(step string) bool { return localSteps[step] || vbdSteps[step] }
 
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
 // way it runs now, on one server and one worker, so that both are measured in the same run.
@@ -67,18 +94,14 @@ type BenchOptions struct {
 	// FdsetPollOnly makes WaitFdset poll every interval only, without the xenstore watch
 	// and the fast polls once the stubdom's vbd connected (WaitFdsetInput.Wake).
 	FdsetPollOnly bool `json:",omitempty"`
-	// LocalVBD runs DetachVBD and AttachVBD as local activities too (with changeLocalSteps),
-	// to measure what production does not do: they wait on blkback and the stubdom, for up
-	// to seconds, so they stay regular activities with heartbeats.
-	LocalVBD bool `json:",omitempty"`
+	// RegularVBD runs DetachVBD and AttachVBD as regular activities, as runs with version 1
+	// of changeLocalSteps did.
+	RegularVBD bool `json:",omitempty"`
 }
 
 // isLocal says whether the run runs step as a local activity.
 func (s *swap) isLocal(step string) bool {
-	if !s.local {
-		return false
-	}
-	return localSteps[step] || s.bench().LocalVBD && (step == activities.NameDetachVBD || step == activities.NameAttachVBD)
+	return s.local && localSteps[step] || s.localVBD && vbdSteps[step]
 }
 
 // bench is the run's BenchOptions (the zero value in production).
@@ -89,11 +112,12 @@ func (s *swap) bench() BenchOptions {
 	return *s.in.Bench
 }
 
-// useLocalSteps records changeLocalSteps and says whether the run's short steps are local
+// useLocalSteps records changeLocalSteps and sets which of the run's steps are local
 // activities.
-func (s *swap) useLocalSteps(ctx workflow.Context) bool {
-	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, 1)
-	return v >= 1 && !s.bench().RegularSteps
+func (s *swap) useLocalSteps(ctx workflow.Context) {
+	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, localVBDVersion)
+	s.local = v >= 1 && !s.bench().RegularSteps
+	s.localVBD = s.local && v >= localVBDVersion && !s.bench().RegularVBD
 }
 
 // fdsetInterval is WaitFdset's poll interval for this run.
