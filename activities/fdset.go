@@ -116,6 +116,7 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 		firstPoll:    true,
 	}
 	w.stale = idSet(w.prog.Ignored)
+	w.sent = w.prog.Ignored
 	deadline := time.Now().Add(timeout)
 	wake := a.newFdsetWake(ctx, d, interval, in.Wake, log)
 	defer wake.stop(ctx)
@@ -129,7 +130,7 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 			return WaitFdsetResult{Meta: NewMeta(ctx), FdsetID: id, Polls: w.prog.Polls}, nil
 		}
 		w.prog.Ignored = sortedKeys(w.stale)
-		if activity.IsActivity(ctx) {
+		if w.heartbeatDue(ctx) {
 			activity.RecordHeartbeat(ctx, w.prog)
 		}
 		if time.Now().After(deadline) {
@@ -139,6 +140,23 @@ func (a *Activities) WaitFdset(ctx context.Context, in WaitFdsetInput) (WaitFdse
 			return WaitFdsetResult{}, err
 		}
 	}
+}
+
+// heartbeatDue reports whether this poll's progress goes to a heartbeat: at once when the
+// stale ids changed, which a retried attempt must not lose, and otherwise once a quarter of
+// the heartbeat timeout has passed since the attempt started, as for the other steps
+// (keepHeartbeating). A wait that ends within that time, the usual case, costs no heartbeat:
+// the SDK sends the first one as soon as it is recorded, a write of the activity's state on
+// the server.
+func (w *fdsetWait) heartbeatDue(ctx context.Context) bool {
+	if !activity.IsActivity(ctx) {
+		return false
+	}
+	if !slices.Equal(w.prog.Ignored, w.sent) {
+		w.sent = w.prog.Ignored
+		return true
+	}
+	return time.Since(w.attemptStart) >= heartbeatPeriod(activity.GetInfo(ctx).HeartbeatTimeout)
 }
 
 // resumedProgress returns the progress a retried attempt resumes from the last heartbeat,
@@ -167,6 +185,7 @@ type fdsetWait struct {
 	known map[int64]bool // WaitFdsetInput.KnownFdsets
 	stale map[int64]bool // ids ignored until they are seen absent (see WaitFdset)
 	prog  WaitFdsetProgress
+	sent  []int64 // prog.Ignored as last recorded in a heartbeat (or resumed from one)
 
 	lastErr      error  // why the last poll failed, nil when it worked
 	feState      string // the vbd frontend's state at the last poll that read it, for messages

@@ -37,8 +37,14 @@ func heartbeatPeriod(timeout time.Duration) time.Duration {
 	return max(timeout/4, 10*time.Millisecond)
 }
 
-// keepHeartbeating records a heartbeat at once and then every period until stop is called
-// or ctx ends; stop waits for the goroutine, so that no heartbeat follows the activity's end.
+// keepHeartbeating records a heartbeat every period, the first one period after the start,
+// until stop is called or ctx ends; stop waits for the goroutine, so that no heartbeat follows
+// the activity's end.
+//
+// Not at once: the SDK sends a step's first heartbeat as soon as it is recorded, a call to
+// the server that writes the activity's state, and stop would wait for it. A step done within
+// a period (Eject, most of them: a millisecond) then costs no heartbeat at all, and the first
+// one still comes a quarter of the timeout after the start.
 func keepHeartbeating(ctx context.Context, period time.Duration) (stop func()) {
 	done := make(chan struct{})
 	exited := make(chan struct{})
@@ -47,7 +53,6 @@ func keepHeartbeating(ctx context.Context, period time.Duration) (stop func()) {
 		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
-			activity.RecordHeartbeat(ctx)
 			select {
 			case <-done:
 				return
@@ -55,6 +60,7 @@ func keepHeartbeating(ctx context.Context, period time.Duration) (stop func()) {
 				return
 			case <-tick.C:
 			}
+			activity.RecordHeartbeat(ctx)
 		}
 	}()
 	return func() {
