@@ -120,6 +120,11 @@ type AttemptFailure struct {
 const (
 	StepActivity = "activity"
 	StepTimer    = "timer"
+	// StepWorkerLost is a workflow task that timed out: its worker took it and never
+	// answered (it died, or hung), or no worker took it from the last worker's queue in
+	// time. Nothing of what that worker did since the run's last completed workflow task is
+	// in the history, so the local steps it ran are run again by the next worker.
+	StepWorkerLost = "worker-lost"
 )
 
 // Step statuses.
@@ -138,9 +143,9 @@ const (
 type Step struct {
 	// Seq numbers the steps from 1.
 	Seq int `json:"seq"`
-	// Kind is StepActivity or StepTimer.
+	// Kind is StepActivity, StepTimer or StepWorkerLost.
 	Kind string `json:"kind"`
-	// Name is the activity type, or "wait" for a timer.
+	// Name is the activity type, "wait" for a timer, or "worker lost".
 	Name string `json:"name"`
 	// ActivityID is the activity's id in the run.
 	ActivityID string `json:"activity_id,omitempty"`
@@ -255,8 +260,9 @@ type historyBuilder struct {
 	bySched map[int64]int
 	byTimer map[string]int
 	// taskWorker is the identity of the worker that started the last workflow task: the one
-	// that ran the local activities whose markers follow.
-	taskWorker string
+	// that ran the local activities whose markers follow; taskStarted is when it started it.
+	taskWorker  string
+	taskStarted time.Time
 }
 
 // add folds in one event. Events of other types (workflow tasks, markers, signals) show
@@ -302,7 +308,9 @@ func (b *historyBuilder) add(ev *historypb.HistoryEvent) {
 		}
 
 	case enumspb.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-		b.taskWorker = ev.GetWorkflowTaskStartedEventAttributes().GetIdentity()
+		b.taskWorker, b.taskStarted = ev.GetWorkflowTaskStartedEventAttributes().GetIdentity(), at
+	case enumspb.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+		b.workerLost(ev.GetWorkflowTaskTimedOutEventAttributes(), at)
 	case enumspb.EVENT_TYPE_MARKER_RECORDED:
 		b.marker(ev.GetMarkerRecordedEventAttributes(), at)
 
@@ -361,6 +369,22 @@ func (b *historyBuilder) marker(a *historypb.MarkerRecordedEventAttributes, at t
 		s.Failures = append(s.Failures, attemptFailure(f, s.Attempts))
 	}
 	endStep(&s, status, end)
+	b.h.Steps = append(b.h.Steps, s)
+}
+
+// workerLost folds in a workflow task that timed out as a step of its own: with local steps,
+// it is the only trace in the history of a worker that died in the middle of them.
+func (b *historyBuilder) workerLost(a *historypb.WorkflowTaskTimedOutEventAttributes, at time.Time) {
+	s := Step{Kind: StepWorkerLost, Name: "worker lost", Scheduled: at, Worker: b.taskWorker}
+	worker := orUnknown(b.taskWorker)
+	switch a.GetTimeoutType() {
+	case enumspb.TIMEOUT_TYPE_START_TO_CLOSE:
+		s.Scheduled = b.taskStarted
+		s.Detail = fmt.Sprintf("%s took a workflow task and never finished it (it died, or hung): the steps it ran after the last finished task ran again on the next worker", worker)
+	default:
+		s.Detail = fmt.Sprintf("no worker took the workflow task meant for %s in time: another worker of the host takes it", worker)
+	}
+	endStep(&s, StepTimedOut, at)
 	b.h.Steps = append(b.h.Steps, s)
 }
 

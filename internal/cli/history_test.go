@@ -205,12 +205,23 @@ func TestListQuery(t *testing.T) {
 // TestHistoryGoldenLocalSteps renders histories recorded with local steps (workflows'
 // local-short-steps: LocalActivity markers, one per attempt) and compares them with the
 // golden text in testdata/: each local step is one step, with its attempts, times and
-// earlier failures from the run's step records, and restore steps are marked. To rewrite the
-// golden files: go test ./internal/cli -run TestHistoryGoldenLocalSteps -update
+// earlier failures from the run's step records, and restore steps are marked. v4 runs
+// DetachVBD and AttachVBD as local steps too. To rewrite the golden files:
+// go test ./internal/cli -run TestHistoryGoldenLocalSteps -update
 func TestHistoryGoldenLocalSteps(t *testing.T) {
-	for _, name := range []string{"stubdom-insert", "fdset-timeout-restored", "worker-crash-in-local-steps-resumed", "canceled-restored"} {
-		t.Run(name, func(t *testing.T) {
-			f, err := os.Open(filepath.Join(recordedHistories, "ChangeMedium-"+name+"-v3.json"))
+	for _, tc := range []struct{ name, version, golden string }{
+		{"stubdom-insert", "v3", "local-stubdom-insert.txt"},
+		{"fdset-timeout-restored", "v3", "local-fdset-timeout-restored.txt"},
+		{"worker-crash-in-local-steps-resumed", "v3", "local-worker-crash-in-local-steps-resumed.txt"},
+		{"canceled-restored", "v3", "local-canceled-restored.txt"},
+		{"stubdom-insert", "v4", "local-stubdom-insert-v4.txt"},
+		{"fdset-timeout-restored", "v4", "local-fdset-timeout-restored-v4.txt"},
+		{"worker-crash-in-local-vbd-resumed", "v4", "local-worker-crash-in-local-vbd-resumed-v4.txt"},
+		{"canceled-restored", "v4", "local-canceled-restored-v4.txt"},
+	} {
+		name := tc.name
+		t.Run(name+"-"+tc.version, func(t *testing.T) {
+			f, err := os.Open(filepath.Join(recordedHistories, "ChangeMedium-"+name+"-"+tc.version+".json"))
 			require.NoError(t, err)
 			defer f.Close()
 			hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
@@ -219,7 +230,7 @@ func TestHistoryGoldenLocalSteps(t *testing.T) {
 			require.NoError(t, err)
 			var text bytes.Buffer
 			require.NoError(t, WriteHistoryText(&text, h, time.UTC))
-			golden(t, filepath.Join("testdata", "local-"+name+".txt"), text.Bytes())
+			golden(t, filepath.Join("testdata", tc.golden), text.Bytes())
 			for _, s := range h.Steps {
 				if s.Kind == StepActivity {
 					assert.NotZero(t, s.Attempts, "step %d %s: attempts", s.Seq, s.Name)
