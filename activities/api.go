@@ -278,6 +278,11 @@ type InspectInput struct {
 	Medium string
 	// Format is the new medium's format ("raw" when empty).
 	Format string
+	// RunID, when set, is the workflow run asking: Inspect keeps its answer on the host for
+	// that run (see inspectNote) unless the change has nothing to do, and gives the kept
+	// answer when asked again by the same run, whatever the drive holds by then. Unlock with
+	// the same RunID deletes it. "" (runs before Eject was a local activity) keeps nothing.
+	RunID string `json:",omitempty"`
 }
 
 // InspectResult is the drive's state now and the validated change.
@@ -355,6 +360,10 @@ type UnlockInput struct {
 	DomID uint32
 	// Key is the workflow id given to Lock.
 	Key string
+	// Vdev and RunID, when RunID is set, name the drive and the run whose Inspect note
+	// (InspectInput.RunID) the change is done with: Unlock deletes it, if it is that run's.
+	Vdev  string `json:",omitempty"`
+	RunID string `json:",omitempty"`
 }
 
 // UnlockResult says whether there was something to release.

@@ -103,6 +103,20 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	if err != nil {
 		return InspectResult{}, err
 	}
+	notePath := ""
+	if in.RunID != "" {
+		notePath = a.inspectNotePath(in.DomID, f.info.UUID, f.drive.DevID)
+		res, ok, err := readInspectNote(notePath, in.RunID)
+		if err != nil {
+			return InspectResult{}, err
+		}
+		if ok {
+			res.Meta = NewMeta(ctx)
+			log.Warn("Answered as before for this run, from its note: a worker stopped after the drive may have been touched",
+				"note", notePath, "old", res.OldMedium, "new", res.Medium)
+			return res, nil
+		}
+	}
 	if f.stubMissing {
 		log.Warn("The stubdom has lost the drive's vbd (a change failed half-way?): this change attaches it again",
 			"stubdomid", f.info.StubDomID, "guest_vbd", f.vbd.LibxlPath())
@@ -121,6 +135,11 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	}
 	a.describeState(&res, f, q)
 	res.Meta = NewMeta(ctx)
+	if notePath != "" && !res.InPlace {
+		if err := writeInspectNote(notePath, inspectNote{RunID: in.RunID, Result: res}); err != nil {
+			return InspectResult{}, err
+		}
+	}
 	log.Info("Inspected drive", "kind", f.drive.Kind, "qemu", res.QEMUVersion, "qemu_file", res.QEMUFile,
 		"tray_open", res.TrayOpen, "locked", res.TrayLocked, "old", res.OldMedium, "new", res.Medium, "in_place", res.InPlace)
 	return res, nil

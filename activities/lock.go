@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"go.temporal.io/sdk/log"
+
 	"github.com/cdswap/cdswap/internal/xen"
 )
 
@@ -240,6 +242,9 @@ func (a *Activities) Lock(ctx context.Context, in LockInput) (LockResult, error)
 // Unlock releases the lock taken by Lock (see UnlockInput).
 func (a *Activities) Unlock(ctx context.Context, in UnlockInput) (UnlockResult, error) {
 	log := a.logger(ctx, NameUnlock, "domid", in.DomID)
+	if in.RunID != "" {
+		a.dropNote(ctx, in, log)
+	}
 	key := lockKey(ctx, in.Key)
 	h := a.locks.get(key)
 	if h == nil {
@@ -263,4 +268,26 @@ func (a *Activities) Unlock(ctx context.Context, in UnlockInput) (UnlockResult, 
 		log.Info("Released libxl's device-changes lock", "path", h.lock.Path(), "key", key)
 	}
 	return UnlockResult{Meta: NewMeta(ctx), WasHeld: true}, nil
+}
+
+// dropNote deletes the Inspect note of in's run, if the guest still has it. A failure is
+// logged only: the next run of the drive ignores the note, and libxl deletes it with the
+// domain.
+func (a *Activities) dropNote(ctx context.Context, in UnlockInput, logger log.Logger) {
+	devid, err := xen.ParseVdev(in.Vdev)
+	if err != nil {
+		logger.Warn("No Inspect note to delete: not a drive", "vdev", in.Vdev, "error", err)
+		return
+	}
+	info, err := a.domainInfo(ctx, in.DomID)
+	if err != nil {
+		logger.Info("No Inspect note to delete: the domain is gone, and libxl deletes its notes with it", "error", err)
+		return
+	}
+	path := a.inspectNotePath(in.DomID, info.UUID, devid)
+	if dropped, err := dropInspectNote(path, in.RunID); err != nil {
+		logger.Warn("Inspect's note was not deleted", "note", path, "error", err)
+	} else if dropped {
+		logger.Info("Deleted Inspect's note", "note", path)
+	}
 }

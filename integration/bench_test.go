@@ -70,15 +70,17 @@ var benchModes = []benchMode{
 		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval, RegularVBD: true}},
 	{name: "local+eager+poll10", what: "local+eager, WaitFdset polls every 10 ms",
 		bench: &workflows.BenchOptions{FdsetPollOnly: true, FdsetPollInterval: 10 * time.Millisecond, RegularVBD: true}},
-	{name: "local+eager+wake", what: "local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 10 ms for up to 1 s once it connected; DetachVBD and AttachVBD regular activities (production with version 1 of local-short-steps)",
+	{name: "local+eager+wake", what: "local+eager, WaitFdset wakes on the stubdom's vbd frontend (xenstore watch) and polls every 10 ms for up to 1 s once it connected (production with version 1 of local-short-steps)",
 		bench: &workflows.BenchOptions{RegularVBD: true}},
-	{name: "new", what: "production now: local+eager+wake, and DetachVBD and AttachVBD as local activities too (version 2 of local-short-steps)"},
+	{name: "+localvbd", what: "local+eager+wake, and DetachVBD and AttachVBD as local activities (version 2 of local-short-steps)",
+		bench: &workflows.BenchOptions{RegularEject: true}},
+	{name: "new", what: "production now: +localvbd, and Eject as a local activity, Inspect keeping its answer on the host until Unlock (version 3 of local-short-steps)"},
 	{name: "direct", what: "the activities called in process, WaitFdset polling every 50 ms (the old direct path)", direct: true},
 	{name: "direct+wake", what: "the activities called in process, WaitFdset with the wake-up", direct: true, wake: true},
 }
 
 // modesFlag selects the report's modes.
-var modesFlag = flag.String("modes", "", "TestSwapLatencyReport: comma-separated modes to run (default all: old,eager,local,local+eager,local+eager+poll10,local+eager+wake,new,direct,direct+wake)")
+var modesFlag = flag.String("modes", "", "TestSwapLatencyReport: comma-separated modes to run (default all: old,eager,local,local+eager,local+eager+poll10,local+eager+wake,+localvbd,new,direct,direct+wake)")
 
 // swapStats is one swap: its time as its caller saw it, each step's, and what it cost.
 type swapStats struct {

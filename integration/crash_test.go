@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -392,4 +394,57 @@ func TestCrashBeforeStubdomAddFD(t *testing.T) {
 	checkDrive(t, h, dom, second, first)
 	require.Equal(t, 3, strings.Count(logs.String(), added), "the stubdom adds the fd again after the PV disk is cycled")
 	requireReplays(t, run)
+}
+
+// TestCrashInEjectRestoresOldMedium shows what Inspect's note is for, now that Eject is a
+// local step in the workflow task that ran Inspect: the worker is killed inside Eject (the
+// fake QEMU still carries the eject out, as QEMU does), so that nothing of that task reaches
+// the history, and the new medium disappears while no worker runs. The next worker runs
+// Inspect again on a drive that is now empty; answered afresh, it would know no old medium
+// and the restore after the failed change would leave the drive empty. From its note it
+// answers as before: the change fails at the missing medium and the old one is put back.
+func TestCrashInEjectRestoresOldMedium(t *testing.T) {
+	need(t)
+	t.Parallel()
+	for _, kind := range []xensim.Kind{xensim.KindStubdom, xensim.KindDom0} {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			h := startHost(t, xensim.Config{
+				HostName: hostName("crash-eject-note-" + string(kind)), Domains: []xensim.DomainSpec{{Kind: kind}},
+				QEMU: xensim.QEMUFake, AgentDelay: -1,
+			})
+			dom := domainOf(t, h, kind)
+			fake := h.QEMU(dom.DomID).Fake()
+			w := startWorker(t, h, workerOpts{})
+			old := iso(h, xensim.ISOTools)
+			swapOK(t, h, dom, old, workflows.OutcomeChanged)
+
+			doomed := filepath.Join(h.ISODir(), "doomed.iso")
+			b, err := os.ReadFile(iso(h, xensim.ISORescue))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(doomed, b, 0o644))
+
+			fake.Delay("eject", holdFor)
+			ctx := testenv.Context(t, 2*time.Minute)
+			run := startSwap(t, ctx, swapInput(h, dom, doomed, ""))
+			waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, activities.NameEject)
+			w.kill()
+			fake.Delay("eject", 0)
+			require.Eventually(t, func() bool { return !qemuView(t, h, dom).inserted }, 10*time.Second, 20*time.Millisecond,
+				"the eject the dead worker sent did not happen")
+			require.NoError(t, os.Remove(doomed))
+			w = startWorker(t, h, workerOpts{})
+
+			res, err := waitSwap(ctx, run)
+			require.Error(t, err, "the change of a vanished medium cannot succeed")
+			assert.Equal(t, workflows.OutcomeFailedRestored, res.Outcome, "result %+v", res)
+			assert.Equal(t, old, res.Old, "the old medium, as Inspect's note kept it")
+			assert.Equal(t, activities.ErrMediumNotFound, res.ErrorType, "result %+v", res)
+			checkDrive(t, h, dom, old, doomed)
+			// The new worker ran Inspect again: proof that the kill lost the first task.
+			_, again := stepStarted(w.logs.String(), run, activities.NameInspect)
+			assert.True(t, again, "Inspect did not run again on the new worker")
+			requireReplays(t, run)
+		})
+	}
 }

@@ -50,14 +50,17 @@ const (
 	// "local-short-steps" (the short steps as local activities). Every path was recorded
 	// with it.
 
-	// historyV4 records version 2 of GetVersion "local-short-steps" (DetachVBD and
-	// AttachVBD as local activities too). Every path is recorded with it.
-	historyV4 = 4
+	// v4 (no constant either) recorded version 2 of GetVersion "local-short-steps"
+	// (DetachVBD and AttachVBD as local activities too). Every path was recorded with it.
+
+	// historyV5 records version 3 of "local-short-steps" (Eject as a local activity too,
+	// Inspect keeping its answer on the host until Unlock). Every path is recorded with it.
+	historyV5 = 5
 	// historyNow is the version of today's code, which TestRecordHistoriesEveryPath records.
-	historyNow = historyV4
+	historyNow = historyV5
 )
 
-// Change ids of v3 and historyV4 (the workflows package's change* constants).
+// Change ids of v3 to historyV5 (the workflows package's change* constants).
 const (
 	validateLimits  = "validate-input-limits"
 	cancelTooLate   = "cancel-too-late-recorded"
@@ -206,8 +209,8 @@ func TestRecordHistories(t *testing.T) {
 
 // TestRecordHistoriesEveryPath records every path of ChangeMedium with today's code
 // (historyNow), with the version markers each path must carry, so that the replay test proves
-// each of today's GetVersion changes; the files of older versions are kept (the v3 files were
-// written by this test before version 2 of local-short-steps). It runs only when
+// each of today's GetVersion changes; the files of older versions are kept (the v3 and v4
+// files were written by this test before versions 2 and 3 of local-short-steps). It runs only when
 // asked, as TestRecordHistories:
 //
 //	go test ./integration -run 'TestRecordHistories' -count=1 -args -record
@@ -218,7 +221,7 @@ func TestRecordHistoriesEveryPath(t *testing.T) {
 	need(t)
 	const cm = workflows.ChangeMediumName
 	// every is what a run that passed validation records.
-	every := map[string]workflow.Version{validateLimits: 1, localSteps: 2}
+	every := map[string]workflow.Version{validateLimits: 1, localSteps: 3}
 	with := func(extra map[string]workflow.Version) map[string]workflow.Version {
 		m := maps.Clone(every)
 		maps.Copy(m, extra)
@@ -268,6 +271,8 @@ func TestRecordHistoriesEveryPath(t *testing.T) {
 		{activities.NameRecord, "worker-crash-in-local-steps-resumed"},
 		// Killed in a local PV disk step: ReleaseFdset DetachVBD AttachVBD run again.
 		{activities.NameAttachVBD, "worker-crash-in-local-vbd-resumed"},
+		// Killed in the local Eject: Inspect answers from its note, Lock and Eject run again.
+		{activities.NameEject, "worker-crash-in-local-eject-resumed"},
 	} {
 		t.Run(c.scenario, func(t *testing.T) {
 			t.Parallel()

@@ -149,7 +149,7 @@ var act *activities.Activities
 //
 // Since changeLocalSteps the short steps (localSteps: all but Eject, DetachVBD, AttachVBD,
 // WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers, and since
-// its version 2 DetachVBD and AttachVBD too (vbdSteps).
+// its version 2 DetachVBD and AttachVBD too (vbdSteps), and since version 3 Eject.
 //
 // An eject skips ChangeMedium (and AddFD); a stubdom eject still re-attaches the PV disk, with
 // the empty-cdrom file, and waits for its fdset, because the drive must keep a vbd.
@@ -202,6 +202,8 @@ type swap struct {
 
 	local           bool   // the short steps run as local activities (changeLocalSteps)
 	localVBD        bool   // so do DetachVBD and AttachVBD (localVBDVersion)
+	localEject      bool   // and Eject (localEjectVersion)
+	runID           string // the run's id, for Inspect's note (localEjectVersion), else ""
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
 	restoreFailedAt string // the step whose failure ended the last restore round
@@ -268,7 +270,7 @@ func badInput(msg string) error {
 // change runs the steps up to Verify and the restore if needed.
 func (s *swap) change(ctx, dctx workflow.Context) end {
 	insp, err := call(s, ctx, activities.NameInspect, act.Inspect, activities.InspectInput{
-		Host: s.in.Host, DomID: s.in.DomID, Vdev: s.in.Vdev, Medium: s.in.Medium, Format: s.in.Format,
+		Host: s.in.Host, DomID: s.in.DomID, Vdev: s.in.Vdev, Medium: s.in.Medium, Format: s.in.Format, RunID: s.runID,
 	}, "")
 	if err != nil {
 		switch {
@@ -596,7 +598,11 @@ func (s *swap) manualAction(err error) string {
 // the lock dies with the worker process at worst.
 func (s *swap) unlock(ctx workflow.Context) {
 	s.phase = PhaseDone
-	if _, err := call(s, ctx, activities.NameUnlock, act.Unlock, activities.UnlockInput{DomID: s.in.DomID, Key: s.key}, ""); err != nil {
+	in := activities.UnlockInput{DomID: s.in.DomID, Key: s.key}
+	if s.runID != "" {
+		in.Vdev, in.RunID = s.in.Vdev, s.runID
+	}
+	if _, err := call(s, ctx, activities.NameUnlock, act.Unlock, in, ""); err != nil {
 		s.log.Error("Unlock failed", "step", activities.NameUnlock, "error", err)
 	}
 }

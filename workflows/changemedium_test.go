@@ -78,7 +78,8 @@ func TestChangeMediumSuccess(t *testing.T) {
 			// The lock is keyed by the workflow id, in and out.
 			wantID := workflows.WorkflowID(testHost, testDomID, testVdev)
 			assert.Equal(t, []activities.LockInput{{DomID: testDomID, Key: wantID}}, fakehost.Inputs[activities.LockInput](h, "Lock"))
-			assert.Equal(t, []activities.UnlockInput{{DomID: testDomID, Key: wantID}}, fakehost.Inputs[activities.UnlockInput](h, "Unlock"))
+			// Inspect keeps its answer for the run (local Eject), and Unlock deletes it.
+			assert.Equal(t, []activities.UnlockInput{{DomID: testDomID, Key: wantID, Vdev: testVdev, RunID: testRunID}}, fakehost.Inputs[activities.UnlockInput](h, "Unlock"))
 			ej := fakehost.Inputs[activities.EjectInput](h, "Eject")
 			require.Len(t, ej, 1)
 			assert.False(t, ej[0].Force, "Eject forced without being asked")
@@ -89,7 +90,7 @@ func TestChangeMediumSuccess(t *testing.T) {
 			}
 			insp := fakehost.Inputs[activities.InspectInput](h, "Inspect")
 			require.Len(t, insp, 1)
-			assert.Equal(t, activities.InspectInput{Host: testHost, DomID: testDomID, Vdev: testVdev, Medium: tt.medium, Format: wantFormat}, insp[0])
+			assert.Equal(t, activities.InspectInput{Host: testHost, DomID: testDomID, Vdev: testVdev, Medium: tt.medium, Format: wantFormat, RunID: testRunID}, insp[0])
 
 			rec := fakehost.Inputs[activities.RecordInput](h, "Record")
 			require.Len(t, rec, 1)

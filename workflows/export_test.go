@@ -4,9 +4,10 @@ package workflows
 // the package's external tests.
 const ChangeStubdomReattach = changeStubdomReattach
 
-// ChangeLocalSteps and LocalVBDVersion export the local-steps change id and its version that
-// made the PV disk steps local to the package's external tests.
+// ChangeLocalSteps, LocalVBDVersion and LocalEjectVersion export the local-steps change id
+// and its versions to the package's external tests.
 const (
-	ChangeLocalSteps = changeLocalSteps
-	LocalVBDVersion  = localVBDVersion
+	ChangeLocalSteps  = changeLocalSteps
+	LocalVBDVersion   = localVBDVersion
+	LocalEjectVersion = localEjectVersion
 )

@@ -31,6 +31,8 @@ const (
 	oldISO       = fakehost.OldISO
 	newISO       = fakehost.NewISO
 	stubOldFdset = fakehost.OldFdset
+	// testRunID is the run id the SDK's test environment gives every run.
+	testRunID = "default-test-run-id"
 )
 
 // newFakeHost returns host testHost with a guest of kind k. The fake stands in for package

@@ -12,19 +12,22 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-// regularSteps are the steps that stay regular activities since version 2 of local-short-steps.
-var regularSteps = map[string]bool{
-	activities.NameEject: true, activities.NameWaitFdset: true, activities.NameAddFD: true,
-}
+// regularSteps are the steps that stay regular activities since version 3 of
+// local-short-steps.
+var regularSteps = map[string]bool{activities.NameWaitFdset: true, activities.NameAddFD: true}
 
-// vbdSteps are the steps that became local activities with version 2 of local-short-steps.
-var vbdSteps = map[string]bool{activities.NameDetachVBD: true, activities.NameAttachVBD: true}
+// vbdSteps are the steps that became local activities with version 2 of local-short-steps,
+// ejectSteps with version 3.
+var (
+	vbdSteps   = map[string]bool{activities.NameDetachVBD: true, activities.NameAttachVBD: true}
+	ejectSteps = map[string]bool{activities.NameEject: true}
+)
 
 // TestChangeMediumLocalSteps checks which steps a new run runs as local activities: all
-// but Eject, WaitFdset and AddFD, on both guest kinds; none when a benchmark asks for the
-// oldest way (BenchOptions.RegularSteps), and not the PV disk steps when it asks for the way
-// before version 2 of local-short-steps (RegularVBD). The steps, their order and the outcome are the same
-// in every way.
+// but WaitFdset and AddFD, on both guest kinds; none when a benchmark asks for the oldest way
+// (BenchOptions.RegularSteps); not Eject when it asks for the way before version 3 of
+// local-short-steps (RegularEject), nor the PV disk steps before version 2 (RegularVBD). The
+// steps, their order and the outcome are the same in every way.
 func TestChangeMediumLocalSteps(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -36,6 +39,7 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 		{"dom0", activities.KindDom0, nil, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
 		{"stubdom regular", activities.KindStubdom, &workflows.BenchOptions{RegularSteps: true}, stubdomInsert},
 		{"stubdom regular vbd", activities.KindStubdom, &workflows.BenchOptions{RegularVBD: true}, stubdomInsert},
+		{"stubdom regular eject", activities.KindStubdom, &workflows.BenchOptions{RegularEject: true}, stubdomInsert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHost(tc.kind)
@@ -48,8 +52,16 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 			assert.Equal(t, tc.want, h.Names())
 			require.Len(t, r.res.Steps, len(tc.want))
 			for _, s := range r.res.Steps {
-				local := tc.bench == nil && !regularSteps[s.Name] ||
-					tc.bench != nil && tc.bench.RegularVBD && !regularSteps[s.Name] && !vbdSteps[s.Name]
+				local := !regularSteps[s.Name]
+				switch {
+				case tc.bench == nil:
+				case tc.bench.RegularSteps:
+					local = false
+				case tc.bench.RegularVBD:
+					local = local && !vbdSteps[s.Name] && !ejectSteps[s.Name]
+				case tc.bench.RegularEject:
+					local = local && !ejectSteps[s.Name]
+				}
 				assert.Equal(t, local, s.Local, "step %s: Local", s.Name)
 				if tc.bench == nil {
 					assert.Equal(t, local, workflows.RunsLocal(s.Name), "step %s: RunsLocal", s.Name)

@@ -173,26 +173,32 @@ func howRan(t *testing.T, h *historypb.History, step string) string {
 	return ranNot
 }
 
-// TestLocalVBDGuard shows that version 2 of GetVersion local-short-steps is what keeps the
-// runs of version 1 replaying: the same stubdom insert recorded with each (v3 and v4 of the
-// corpus) ran DetachVBD and AttachVBD as regular activities, then as local ones; the code
-// replays both, and with the guard removed (GetVersion answering one version for every run)
-// the other one fails with a non-determinism error.
-func TestLocalVBDGuard(t *testing.T) {
+// TestLocalStepsGuard shows that versions 2 and 3 of GetVersion local-short-steps are what
+// keep the runs of the version before replaying: the same stubdom insert recorded with
+// versions 1, 2 and 3 (v3, v4 and v5 of the corpus) ran DetachVBD and AttachVBD as regular
+// activities, then as local ones, and Eject as a regular activity, then as a local one. The
+// code replays each; with the guard removed (GetVersion answering one version for every
+// run) the recording of the other version fails with a non-determinism error.
+func TestLocalStepsGuard(t *testing.T) {
 	v3 := readHistory(t, "ChangeMedium-stubdom-insert-v3.json")
 	v4 := readHistory(t, "ChangeMedium-stubdom-insert-v4.json")
-	assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, v3)[workflows.ChangeLocalSteps], "v3")
-	assert.Equal(t, workflows.LocalVBDVersion, testenv.VersionMarkers(t, v4)[workflows.ChangeLocalSteps], "v4")
-	for _, step := range []string{activities.NameDetachVBD, activities.NameAttachVBD} {
-		assert.Equal(t, ranRegular, howRan(t, v3, step), "v3: %s", step)
-		assert.Equal(t, ranLocal, howRan(t, v4, step), "v4: %s", step)
+	v5 := readHistory(t, "ChangeMedium-stubdom-insert-v5.json")
+	for h, v := range map[*historypb.History]workflow.Version{v3: 1, v4: workflows.LocalVBDVersion, v5: workflows.LocalEjectVersion} {
+		assert.Equal(t, v, testenv.VersionMarkers(t, h)[workflows.ChangeLocalSteps], "version of local-short-steps")
 	}
-	// The steps around them ran alike in both.
-	for _, step := range []string{activities.NameReleaseFdset, activities.NameChangeMedium} {
-		assert.Equal(t, ranLocal, howRan(t, v3, step), "v3: %s", step)
-		assert.Equal(t, ranLocal, howRan(t, v4, step), "v4: %s", step)
+	ran := map[string][3]string{ // v3, v4, v5
+		activities.NameEject:        {ranRegular, ranRegular, ranLocal},
+		activities.NameReleaseFdset: {ranLocal, ranLocal, ranLocal},
+		activities.NameDetachVBD:    {ranRegular, ranLocal, ranLocal},
+		activities.NameAttachVBD:    {ranRegular, ranLocal, ranLocal},
+		activities.NameWaitFdset:    {ranRegular, ranRegular, ranRegular},
+		activities.NameChangeMedium: {ranLocal, ranLocal, ranLocal},
 	}
-	assert.Equal(t, ranRegular, howRan(t, v4, activities.NameWaitFdset), "v4: WaitFdset")
+	for step, want := range ran {
+		for i, h := range []*historypb.History{v3, v4, v5} {
+			assert.Equal(t, want[i], howRan(t, h, step), "v%d: %s", i+3, step)
+		}
+	}
 
 	force := func(v workflow.Version) *forcedVersion {
 		return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
@@ -200,8 +206,11 @@ func TestLocalVBDGuard(t *testing.T) {
 	runGuardCases(t, []guardCase{
 		{name: "v3 with the guard", history: v3},
 		{name: "v4 with the guard", history: v4},
+		{name: "v5 with the guard", history: v5},
 		{name: "v3 without the guard (version 2 only)", history: v3, force: force(workflows.LocalVBDVersion), wantErr: true},
 		{name: "v4 without the guard (version 1 only)", history: v4, force: force(1), wantErr: true},
+		{name: "v4 without the guard (version 3 only)", history: v4, force: force(workflows.LocalEjectVersion), wantErr: true},
+		{name: "v5 without the guard (version 2 only)", history: v5, force: force(workflows.LocalVBDVersion), wantErr: true},
 	})
 }
 

@@ -23,15 +23,21 @@ import (
 // (BENCHMARKS.md). Runs recorded before it replay with every step a regular activity.
 //
 // Its version 2 (localVBDVersion) runs the stubdom's PV disk steps (vbdSteps) as local
-// activities too, so that a stubdom swap has two regular steps left (Eject and WaitFdset).
-// Runs recorded with version 1 replay with DetachVBD and AttachVBD as regular activities. A
-// second version of the same change rather than a change of its own: every GetVersion
-// records a marker and an upsert of TemporalChangeVersion, two events a run.
+// activities too, and version 3 (localEjectVersion) Eject, so that a stubdom swap has one
+// regular step left (WaitFdset) and a dom0 swap one (AddFD). Runs recorded with an older
+// version replay with those steps as regular activities. Versions of the same change rather
+// than changes of their own: every GetVersion records a marker and an upsert of
+// TemporalChangeVersion, two events a run.
 const changeLocalSteps = "local-short-steps"
 
-// localVBDVersion is the version of changeLocalSteps since which DetachVBD and AttachVBD are
-// local activities.
-const localVBDVersion workflow.Version = 2
+// Versions of changeLocalSteps.
+const (
+	// localVBDVersion runs DetachVBD and AttachVBD as local activities.
+	localVBDVersion workflow.Version = 2
+	// localEjectVersion runs Eject as a local activity, Inspect keeping its answer on the
+	// host until Unlock (InspectInput.RunID).
+	localEjectVersion workflow.Version = 3
+)
 
 // localSteps are the steps run as local activities since changeLocalSteps: each takes a few
 // milliseconds of QMP, xenstore or lock-file work on this host and never waits for another
@@ -40,11 +46,13 @@ const localVBDVersion workflow.Version = 2
 // step since the last completed workflow task, which is safe because every step is
 // idempotent.
 //
-// Eject is not one: it is the first step that touches the drive, and Inspect's answer (the
-// old medium a restore puts back) must be in the history before it runs. Inspect run again
-// after a lost eject would find the drive empty and answer "no old medium". As a regular
-// activity (dispatched eagerly), Eject is scheduled by the completion of the workflow task
-// that ran Inspect and Lock, which records their markers first.
+// Eject is not one before localEjectVersion: it is the first step that touches the drive,
+// and Inspect's answer (the old medium a restore puts back) must survive a worker that dies
+// after it. As a regular activity, Eject is scheduled by the completion of the workflow task
+// that ran Inspect and Lock, which records their markers first. Since localEjectVersion,
+// Inspect keeps its answer on the host for the run instead (activities.InspectInput.RunID):
+// Inspect run again after a lost eject, on a drive now empty, answers what it answered
+// before, and Eject is a local step in the same workflow task.
 var localSteps = map[string]bool{
 	activities.NameInspect:      true,
 	activities.NameLock:         true,
@@ -74,10 +82,12 @@ var vbdSteps = map[string]bool{
 	activities.NameAttachVBD: true,
 }
 
-// RunsLocal reports whether a new ChangeMedium run (changeLocalSteps at localVBDVersion) runs
-// step as a local activity: such a step is no pending activity while it runs and is
+// RunsLocal reports whether a new ChangeMedium run (changeLocalSteps at its last version)
+// runs step as a local activity: such a step is no pending activity while it runs and is
 // recorded as a LocalActivity marker.
-func RunsLocal(step string) bool { return localSteps[step] || vbdSteps[step] }
+func RunsLocal(step string) bool {
+	return localSteps[step] || vbdSteps[step] || step == activities.NameEject
+}
 
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
 // way it runs now, on one server and one worker, so that both are measured in the same run.
@@ -95,13 +105,16 @@ type BenchOptions struct {
 	// and the fast polls once the stubdom's vbd connected (WaitFdsetInput.Wake).
 	FdsetPollOnly bool `json:",omitempty"`
 	// RegularVBD runs DetachVBD and AttachVBD as regular activities, as runs with version 1
-	// of changeLocalSteps did.
+	// of changeLocalSteps did, and Eject too.
 	RegularVBD bool `json:",omitempty"`
+	// RegularEject runs Eject as a regular activity, without Inspect's note, as runs with
+	// version 2 of changeLocalSteps did.
+	RegularEject bool `json:",omitempty"`
 }
 
 // isLocal says whether the run runs step as a local activity.
 func (s *swap) isLocal(step string) bool {
-	return s.local && localSteps[step] || s.localVBD && vbdSteps[step]
+	return s.local && localSteps[step] || s.localVBD && vbdSteps[step] || s.localEject && step == activities.NameEject
 }
 
 // bench is the run's BenchOptions (the zero value in production).
@@ -115,9 +128,14 @@ func (s *swap) bench() BenchOptions {
 // useLocalSteps records changeLocalSteps and sets which of the run's steps are local
 // activities.
 func (s *swap) useLocalSteps(ctx workflow.Context) {
-	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, localVBDVersion)
-	s.local = v >= 1 && !s.bench().RegularSteps
-	s.localVBD = s.local && v >= localVBDVersion && !s.bench().RegularVBD
+	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, localEjectVersion)
+	b := s.bench()
+	s.local = v >= 1 && !b.RegularSteps
+	s.localVBD = s.local && v >= localVBDVersion && !b.RegularVBD
+	s.localEject = s.localVBD && v >= localEjectVersion && !b.RegularEject
+	if s.localEject {
+		s.runID = workflow.GetInfo(ctx).WorkflowExecution.RunID
+	}
 }
 
 // fdsetInterval is WaitFdset's poll interval for this run.

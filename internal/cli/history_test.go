@@ -206,7 +206,7 @@ func TestListQuery(t *testing.T) {
 // local-short-steps: LocalActivity markers, one per attempt) and compares them with the
 // golden text in testdata/: each local step is one step, with its attempts, times and
 // earlier failures from the run's step records, and restore steps are marked. v4 runs
-// DetachVBD and AttachVBD as local steps too. To rewrite the golden files:
+// DetachVBD and AttachVBD as local steps too, v5 Eject. To rewrite the golden files:
 // go test ./internal/cli -run TestHistoryGoldenLocalSteps -update
 func TestHistoryGoldenLocalSteps(t *testing.T) {
 	for _, tc := range []struct{ name, version, golden string }{
@@ -218,6 +218,9 @@ func TestHistoryGoldenLocalSteps(t *testing.T) {
 		{"fdset-timeout-restored", "v4", "local-fdset-timeout-restored-v4.txt"},
 		{"worker-crash-in-local-vbd-resumed", "v4", "local-worker-crash-in-local-vbd-resumed-v4.txt"},
 		{"canceled-restored", "v4", "local-canceled-restored-v4.txt"},
+		{"stubdom-insert", "v5", "local-stubdom-insert-v5.txt"},
+		{"worker-crash-in-local-eject-resumed", "v5", "local-worker-crash-in-local-eject-resumed-v5.txt"},
+		{"fdset-timeout-restored", "v5", "local-fdset-timeout-restored-v5.txt"},
 	} {
 		name := tc.name
 		t.Run(name+"-"+tc.version, func(t *testing.T) {

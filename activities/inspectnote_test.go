@@ -1,0 +1,67 @@
+package activities
+
+import (
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdswap/cdswap/internal/xen"
+	"github.com/cdswap/cdswap/internal/xensim"
+)
+
+// TestInspectNote shows Inspect's note at work: asked again by the same run after the eject,
+// Inspect gives the answer it gave before (the medium the drive held), where a fresh Inspect
+// of the empty drive answers "no old medium"; the note is one of libxl's userdata files of
+// the guest; Unlock deletes the note of its own run only; an unreadable note is an error, not
+// a fresh answer; a change with nothing to do keeps no note.
+func TestInspectNote(t *testing.T) {
+	for _, kind := range []xensim.Kind{xensim.KindStubdom, xensim.KindDom0} {
+		t.Run(string(kind), func(t *testing.T) {
+			s := startSim(t, xensim.Config{Domains: []xensim.DomainSpec{{Kind: kind}}})
+			dom := s.domain(kind)
+			medium := s.iso(xensim.ISORescue)
+			inspect := func(runID string) InspectResult {
+				return must(t, s.env, s.a.Inspect, InspectInput{Host: s.h.Name(), DomID: dom.DomID, Vdev: dom.Vdev, Medium: medium, RunID: runID})
+			}
+			note := xen.UserdataPath(s.h.LibDir(), dom.DomID, dom.UUID, "d", "cdswap-inspect-"+dom.DevID.String())
+
+			if kind == xensim.KindDom0 {
+				// Nothing to do (the medium the drive holds already): no note. Only on the dom0
+				// guest: xensim's fake QEMU names a stubdom guest's boot medium by its path in
+				// dom0, where the stubdom's QEMU names its disk /dev/xvdX, so Inspect never
+				// finds that drive in place.
+				held := s.inspect(dom, medium).OldMedium
+				same := must(t, s.env, s.a.Inspect, InspectInput{Host: s.h.Name(), DomID: dom.DomID, Vdev: dom.Vdev, Medium: held, RunID: "run-0"})
+				require.True(t, same.InPlace, "an insert of the medium held has nothing to do")
+				assert.NoFileExists(t, note)
+			}
+
+			first := inspect("run-1")
+			require.NotEmpty(t, first.OldMedium, "the drive starts with a medium")
+			require.FileExists(t, note)
+
+			must(t, s.env, s.a.Lock, LockInput{DomID: dom.DomID, Key: "k"})
+			must(t, s.env, s.a.Eject, EjectInput{Drive: first.Drive, Key: "k"})
+			again := inspect("run-1")
+			first.Meta, again.Meta = Meta{}, Meta{}
+			assert.Equal(t, first, again, "Inspect asked again by the same run after the eject")
+
+			// What the note stands in for: a fresh Inspect of the ejected drive knows no old medium.
+			fresh := inspect("run-2")
+			assert.Empty(t, fresh.OldMedium, "a fresh Inspect of the ejected drive")
+
+			// run-2's Inspect replaced the note: run-1's Unlock leaves it, run-2's deletes it.
+			must(t, s.env, s.a.Unlock, UnlockInput{DomID: dom.DomID, Key: "k", Vdev: dom.Vdev, RunID: "run-1"})
+			require.FileExists(t, note)
+			must(t, s.env, s.a.Unlock, UnlockInput{DomID: dom.DomID, Key: "k", Vdev: dom.Vdev, RunID: "run-2"})
+			assert.NoFileExists(t, note)
+
+			require.NoError(t, os.WriteFile(note, []byte("not json"), 0o600))
+			_, err := run(t, s.env, s.a.Inspect, InspectInput{Host: s.h.Name(), DomID: dom.DomID, Vdev: dom.Vdev, Medium: medium, RunID: "run-3"})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "is not a note")
+		})
+	}
+}
