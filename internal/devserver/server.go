@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,7 +230,7 @@ func start(ctx context.Context, cli string, opts Options) (*Server, error) {
 	if opts.DBFile != "" {
 		args = append(args, "--db-filename", opts.DBFile)
 	}
-	for _, kv := range TunedDynamicConfig {
+	for _, kv := range slices.Concat(TunedDynamicConfig, devServerDynamicConfig) {
 		args = append(args, "--dynamic-config-value", kv)
 	}
 	for _, sa := range SearchAttributes {
@@ -249,6 +250,9 @@ func start(ctx context.Context, cli string, opts Options) (*Server, error) {
 		stopping:  make(chan struct{}),
 	}
 	cmd := exec.Command(cli, args...)
+	if _, set := os.LookupEnv("GOGC"); !set {
+		cmd.Env = append(os.Environ(), "GOGC="+serverGOGC)
+	}
 	cmd.Stdout, cmd.Stderr = s.tail, s.tail
 	if err := s.startChild(cmd); err != nil {
 		return nil, fmt.Errorf("start the Temporal dev server %s: %w", cli, err)

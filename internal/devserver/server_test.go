@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdswap/cdswap/internal/testenv"
 )
@@ -120,6 +122,31 @@ func TestStartRegistersSearchAttributes(t *testing.T) {
 		_, ok := resp.GetCustomAttributes()[sa]
 		require.True(t, ok, "search attribute %s not registered; have %v", sa, resp.GetCustomAttributes())
 	}
+
+	// The server runs without the forced refresh of its search-attribute cache
+	// (devServerDynamicConfig): the attributes must be usable at once, in a start and in a
+	// visibility query, as when cdswap's first swap starts.
+	key := temporal.NewSearchAttributeKeyKeyword(SearchAttributes[0])
+	run, err := srv.Client().ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: "sa-at-once", TaskQueue: "no-worker", TypedSearchAttributes: temporal.NewSearchAttributes(key.ValueSet("h1")),
+	}, "NoSuchWorkflow")
+	require.NoError(t, err, "start with search attribute %s right after the server started", key.GetName())
+	t.Cleanup(func() {
+		_ = srv.Client().TerminateWorkflow(context.Background(), run.GetID(), run.GetRunID(), "test over")
+	})
+	_, err = srv.Client().ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Namespace: "default", Query: fmt.Sprintf("%s = 'h1'", key.GetName()),
+	})
+	require.NoError(t, err, "visibility query on %s", key.GetName())
+
+	// The server's GOGC is ours unless the environment set one.
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", srv.Pid()))
+	require.NoError(t, err)
+	want := "GOGC=" + serverGOGC
+	if g, ok := os.LookupEnv("GOGC"); ok {
+		want = "GOGC=" + g
+	}
+	assert.Contains(t, strings.Split(string(env), "\x00"), want, "the dev server's environment")
 
 	// The bug this guards against: a second server on the same port answered through the
 	// first one, so Start reported success with a dead child.
