@@ -135,11 +135,17 @@ func TestHelp(t *testing.T) {
 	code, out := runWorker(t, "--help")
 	assert.Equal(t, 0, code)
 	for _, f := range []string{"--host", "--address", "-n, --namespace", "--tls ", "--tls-cert", "--tls-key", "--tls-ca", "--tls-server-name",
-		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--allow-raw-images", "--allow-broad-root", "--log-level", "--log-format"} {
+		"--api-key", "--xenstore", "--qmp-dir", "--libxl-dir", "--iso-root", "--allow-raw-images", "--allow-broad-root", "--log-level", "--log-format", "--grpc-gzip"} {
 		assert.Contains(t, out, f)
 	}
 	assert.Contains(t, out, "/var/run/xen")
 	assert.Contains(t, out, "/var/lib/xen")
+}
+
+// TestGRPCCompression checks that the worker turns off the SDK's default gzip unless asked.
+func TestGRPCCompression(t *testing.T) {
+	assert.IsType(t, &client.GrpcCompressionNone{}, (&options{}).grpcCompression(), "without --grpc-gzip")
+	assert.IsType(t, &client.GrpcCompressionGzip{}, (&options{grpcGzip: true}).grpcCompression(), "with --grpc-gzip")
 }
 
 // TestServe runs the worker against a simulated host and a real Temporal dev server:
