@@ -390,6 +390,7 @@ func (c *Client) write(ctx context.Context, line []byte, f *os.File) error {
 	if err := c.conn.SetWriteDeadline(dl); err != nil {
 		// Only a closed connection refuses a deadline: the reader saw the peer go and
 		// closed it, and has not failed the pending calls yet.
+		c.lost(err)
 		return fmt.Errorf("%w: write: %w", ErrClosed, err)
 	}
 	var n int
@@ -418,7 +419,19 @@ func (c *Client) write(ctx context.Context, line []byte, f *os.File) error {
 	// Any other write error (EPIPE, ECONNRESET) means the peer is gone: the connection is
 	// unusable, and callers test for that with ErrClosed.
 	c.conn.Close()
+	c.lost(err)
 	return fmt.Errorf("%w: write: %w", ErrClosed, err)
+}
+
+// lost makes Err report the connection closed at once after a write found the peer gone:
+// the reader notices only when its read returns, and a caller that asks Err in between (a
+// pool deciding whether to dial again) must not be given the dead connection back.
+func (c *Client) lost(cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = fmt.Errorf("%w: write: %w", ErrClosed, cause)
+	}
 }
 
 // writeWithFile sends line with f's descriptor in an SCM_RIGHTS control message on the first
