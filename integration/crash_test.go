@@ -424,10 +424,16 @@ func TestCrashInEjectRestoresOldMedium(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(doomed, b, 0o644))
 
+			ejects := func() int { return countOf(fake.Commands(), "eject") }
+			before := ejects()
 			fake.Delay("eject", holdFor)
 			ctx := testenv.Context(t, 2*time.Minute)
 			run := startSwap(t, ctx, swapInput(h, dom, doomed, ""))
 			waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, activities.NameEject)
+			// The step starts before it sends the eject: kill only once QEMU has it (the
+			// fake logs a command as it arrives, then holds its answer holdFor).
+			require.Eventually(t, func() bool { return ejects() > before }, holdFor, 5*time.Millisecond,
+				"Eject did not send the eject to QEMU")
 			w.kill()
 			fake.Delay("eject", 0)
 			require.Eventually(t, func() bool { return !qemuView(t, h, dom).inserted }, 10*time.Second, 20*time.Millisecond,
@@ -447,4 +453,15 @@ func TestCrashInEjectRestoresOldMedium(t *testing.T) {
 			requireReplays(t, run)
 		})
 	}
+}
+
+// countOf counts the elements of xs equal to x.
+func countOf(xs []string, x string) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
 }
