@@ -26,8 +26,9 @@ var (
 // TestChangeMediumLocalSteps checks which steps a new run runs as local activities: all
 // but WaitFdset and AddFD, on both guest kinds; none when a benchmark asks for the oldest way
 // (BenchOptions.RegularSteps); not Eject when it asks for the way before version 3 of
-// local-short-steps (RegularEject), nor the PV disk steps before version 2 (RegularVBD). The
-// steps, their order and the outcome are the same in every way.
+// local-short-steps (RegularEject), nor the PV disk steps before version 2 (RegularVBD); and
+// every step when it asks for WaitFdset and AddFD local too (LocalWait). The steps, their
+// order and the outcome are the same in every way.
 func TestChangeMediumLocalSteps(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -40,6 +41,8 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 		{"stubdom regular", activities.KindStubdom, &workflows.BenchOptions{RegularSteps: true}, stubdomInsert},
 		{"stubdom regular vbd", activities.KindStubdom, &workflows.BenchOptions{RegularVBD: true}, stubdomInsert},
 		{"stubdom regular eject", activities.KindStubdom, &workflows.BenchOptions{RegularEject: true}, stubdomInsert},
+		{"stubdom local wait", activities.KindStubdom, &workflows.BenchOptions{LocalWait: true}, stubdomInsert},
+		{"dom0 local wait", activities.KindDom0, &workflows.BenchOptions{LocalWait: true}, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHost(tc.kind)
@@ -61,6 +64,8 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 					local = local && !vbdSteps[s.Name] && !ejectSteps[s.Name]
 				case tc.bench.RegularEject:
 					local = local && !ejectSteps[s.Name]
+				case tc.bench.LocalWait:
+					local = true
 				}
 				assert.Equal(t, local, s.Local, "step %s: Local", s.Name)
 				if tc.bench == nil {

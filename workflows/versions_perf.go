@@ -110,11 +110,17 @@ type BenchOptions struct {
 	// RegularEject runs Eject as a regular activity, without Inspect's note, as runs with
 	// version 2 of changeLocalSteps did.
 	RegularEject bool `json:",omitempty"`
+	// LocalWait runs WaitFdset and AddFD as local activities too (with localEjectVersion), to
+	// measure what production does not do: a run would then have no durable point between
+	// its first and last workflow task, so that a worker lost after ChangeMedium would eject
+	// the new medium again, and WaitFdset's heartbeat (its stale set ids) would be lost.
+	LocalWait bool `json:",omitempty"`
 }
 
 // isLocal says whether the run runs step as a local activity.
 func (s *swap) isLocal(step string) bool {
-	return s.local && localSteps[step] || s.localVBD && vbdSteps[step] || s.localEject && step == activities.NameEject
+	return s.local && localSteps[step] || s.localVBD && vbdSteps[step] || s.localEject && step == activities.NameEject ||
+		s.localEject && s.bench().LocalWait && (step == activities.NameWaitFdset || step == activities.NameAddFD)
 }
 
 // bench is the run's BenchOptions (the zero value in production).
