@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/cdswap/cdswap/internal/xen"
 )
@@ -63,45 +62,14 @@ func readInspectNote(path, runID string) (InspectResult, bool, error) {
 	return n.Result, true, nil
 }
 
-// writeInspectNote keeps n at path: written to a file beside it, synced and renamed over it,
-// so that the note is whole or absent after a crash of the worker or of dom0.
+// writeInspectNote keeps n at path, whole or not at all (writeFileAtomic): the note must
+// outlive the worker, not dom0, whose crash takes the guest with it.
 func writeInspectNote(path string, n inspectNote) error {
 	b, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("encode Inspect's note: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write Inspect's note: %w", err)
-	}
-	_, werr := tmp.Write(b)
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp.Name(), path)
-	}
-	if werr != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("write Inspect's note %s: %w", path, werr)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s to sync it: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return writeFileAtomic(path, b)
 }
 
 // dropInspectNote deletes the note at path if it is run runID's; it reports whether it did.

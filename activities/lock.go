@@ -242,17 +242,17 @@ func (a *Activities) Lock(ctx context.Context, in LockInput) (LockResult, error)
 // Unlock releases the lock taken by Lock (see UnlockInput).
 func (a *Activities) Unlock(ctx context.Context, in UnlockInput) (UnlockResult, error) {
 	log := a.logger(ctx, NameUnlock, "domid", in.DomID)
-	if in.RunID != "" {
-		a.dropNote(ctx, in, log)
-	}
 	key := lockKey(ctx, in.Key)
 	h := a.locks.get(key)
-	if h == nil {
-		return UnlockResult{Meta: NewMeta(ctx)}, nil
-	}
-	if h.domid != in.DomID {
+	if h != nil && h.domid != in.DomID {
 		return UnlockResult{}, NewError(ctx, ErrBadInput, false, nil,
 			"lock key %s holds the lock of domain %d, not of domain %d: nothing was released", key, h.domid, in.DomID)
+	}
+	if in.RunID != "" {
+		a.dropNote(ctx, in, h, log)
+	}
+	if h == nil {
+		return UnlockResult{Meta: NewMeta(ctx)}, nil
 	}
 	h = a.locks.take(key)
 	if h == nil {
@@ -270,21 +270,28 @@ func (a *Activities) Unlock(ctx context.Context, in UnlockInput) (UnlockResult, 
 	return UnlockResult{Meta: NewMeta(ctx), WasHeld: true}, nil
 }
 
-// dropNote deletes the Inspect note of in's run, if the guest still has it. A failure is
-// logged only: the next run of the drive ignores the note, and libxl deletes it with the
-// domain.
-func (a *Activities) dropNote(ctx context.Context, in UnlockInput, logger log.Logger) {
+// dropNote deletes the Inspect note of in's run, if the guest still has it. The guest's uuid
+// comes from the lock held for the run (h), else from xenstore (a worker that took over the
+// run holds none). A failure is logged only: the next run of the drive ignores the note, and
+// libxl deletes it with the domain.
+func (a *Activities) dropNote(ctx context.Context, in UnlockInput, h *heldLock, logger log.Logger) {
 	devid, err := xen.ParseVdev(in.Vdev)
 	if err != nil {
 		logger.Warn("No Inspect note to delete: not a drive", "vdev", in.Vdev, "error", err)
 		return
 	}
-	info, err := a.domainInfo(ctx, in.DomID)
-	if err != nil {
-		logger.Info("No Inspect note to delete: the domain is gone, and libxl deletes its notes with it", "error", err)
-		return
+	var uuid string
+	if h != nil {
+		uuid = h.uuid
+	} else {
+		info, err := a.domainInfo(ctx, in.DomID)
+		if err != nil {
+			logger.Info("No Inspect note to delete: the domain is gone, and libxl deletes its notes with it", "error", err)
+			return
+		}
+		uuid = info.UUID
 	}
-	path := a.inspectNotePath(in.DomID, info.UUID, devid)
+	path := a.inspectNotePath(in.DomID, uuid, devid)
 	if dropped, err := dropInspectNote(path, in.RunID); err != nil {
 		logger.Warn("Inspect's note was not deleted", "note", path, "error", err)
 	} else if dropped {

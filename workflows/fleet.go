@@ -126,7 +126,7 @@ func (f *fleet) setHandlers(ctx workflow.Context) error {
 				return f.progress(), nil
 			},
 			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req FleetUpdate) error {
-				if err := Validate(ChangeMediumInput{Host: "h", Domain: "d", Vdev: "v", Requester: req.Requester, Reason: req.Reason}); err != nil {
+				if err := ValidateAudit(req.Requester, req.Reason, ""); err != nil {
 					return err
 				}
 				return u.validate()

@@ -77,22 +77,40 @@ func Validate(in ChangeMediumInput) error {
 		ValidateDomain(in.Domain),
 		ValidateVdev(in.Vdev),
 		ValidateMedium(in.Medium),
-		checkText(FieldRequester, in.Requester, MaxRequester, false),
-		checkText(FieldReason, in.Reason, MaxReason, true),
-		checkText(FieldTicket, in.Ticket, MaxTicket, false),
+		ValidateAudit(in.Requester, in.Reason, in.Ticket),
 		checkText(FieldBatch, in.BatchID, MaxBatchID, false),
 		checkRequesterSource(in.RequesterSource),
 	}
 	if in.Format != "" {
-		checks = append(checks, checkName(FieldFormat, in.Format, MaxVdev))
+		checks = append(checks, ValidateFormat(in.Format))
 	}
-	for _, err := range checks {
+	return firstError(checks...)
+}
+
+// ValidateAudit checks who asked and why, as Validate does for a swap and FleetSwap for a
+// batch and its updates: a requester and a ticket on one line, a reason of lines, each within
+// its limit; empty is allowed.
+func ValidateAudit(requester, reason, ticket string) error {
+	return firstError(
+		checkText(FieldRequester, requester, MaxRequester, false),
+		checkText(FieldReason, reason, MaxReason, true),
+		checkText(FieldTicket, ticket, MaxTicket, false),
+	)
+}
+
+// firstError returns the first of errs that is not nil.
+func firstError(errs ...error) error {
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// ValidateFormat checks a format name as Validate does: an identifier of at most MaxVdev
+// characters (which formats a host takes is the host's to say).
+func ValidateFormat(format string) error { return checkName(FieldFormat, format, MaxVdev) }
 
 // ValidateHost checks a host name: 1 to MaxHost characters of [A-Za-z0-9._-], which fit a
 // task queue name, a workflow id and a visibility query as they are.

@@ -86,7 +86,7 @@ var vbdSteps = map[string]bool{
 // runs step as a local activity: such a step is no pending activity while it runs and is
 // recorded as a LocalActivity marker.
 func RunsLocal(step string) bool {
-	return localSteps[step] || vbdSteps[step] || step == activities.NameEject
+	return (&swap{local: true, localVBD: true, localEject: true}).isLocal(step)
 }
 
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the

@@ -166,8 +166,7 @@ func (f *startFlags) check() error {
 			return err
 		}
 	}
-	return flagError(workflows.Validate(workflows.ChangeMediumInput{Host: "h", Domain: "d", Vdev: "v",
-		Requester: f.requester, Reason: f.reason, Ticket: f.ticket}))
+	return flagError(workflows.ValidateAudit(f.requester, f.reason, f.ticket))
 }
 
 // resolvedPlan is what --dry-run prints as JSON.
@@ -487,7 +486,7 @@ func (a *App) newBatchUpdateCmd(name, short string) *cobra.Command {
 			return err
 		}
 		u := workflows.FleetUpdate{Requester: a.requester(requester), Reason: reason}
-		if err := flagError(workflows.Validate(workflows.ChangeMediumInput{Host: "h", Domain: "d", Vdev: "v", Requester: u.Requester, Reason: u.Reason})); err != nil {
+		if err := flagError(workflows.ValidateAudit(u.Requester, u.Reason, "")); err != nil {
 			return err
 		}
 		ctx := cmd.Context()

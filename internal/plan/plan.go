@@ -367,7 +367,7 @@ func Check(rows []Row) []Problem {
 			}
 		}
 		if r.Format != "" {
-			if err := workflows.Validate(workflows.ChangeMediumInput{Host: "h", Domain: "d", Vdev: "v", Format: r.Format}); err != nil {
+			if err := workflows.ValidateFormat(r.Format); err != nil {
 				bad(err, "bad format")
 			}
 		}
