@@ -428,7 +428,14 @@ func TestCrashInEjectRestoresOldMedium(t *testing.T) {
 			before := ejects()
 			fake.Delay("eject", holdFor)
 			ctx := testenv.Context(t, 2*time.Minute)
-			run := startSwap(t, ctx, swapInput(h, dom, doomed, ""))
+			// A workflow task timeout of 10 s instead of 2: the SDK completes a task whose
+			// local steps run past 80 % of it, which on a loaded machine could record
+			// Inspect's answer in the history before the kill and leave the note unused.
+			in := swapInput(h, dom, doomed, "")
+			opts := workflows.StartOptions(in)
+			opts.WorkflowTaskTimeout = 10 * time.Second
+			run, err := the.client.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, in)
+			require.NoError(t, err)
 			waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, activities.NameEject)
 			// The step starts before it sends the eject: kill only once QEMU has it (the
 			// fake logs a command as it arrives, then holds its answer holdFor).
