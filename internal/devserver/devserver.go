@@ -63,6 +63,12 @@ func CLIPath() (string, error) {
 // task schedules on the worker's own queue back in the task's completion response, which
 // skips matching: about 8 ms a regular step (BENCHMARKS.md); the SDK asks for it unless
 // ActivityOptions.DisableEagerExecution.
+//
+// A history queue drops the tasks it has done from its in-memory slices only at its
+// checkpoint, every 30 s by default; until then every new range of tasks is merged by walking
+// all of them. Under a batch that walk took a tenth of the server's CPU (the dev server's
+// CPU per drive 22-44 ms, 19-28 at a checkpoint a second: BENCHMARKS.md, the fleet). A
+// checkpoint is one write of the shard's queue state.
 var TunedDynamicConfig = []string{
 	"history.transferProcessorMaxPollRPS=10000",
 	"history.timerProcessorMaxPollRPS=10000",
@@ -70,6 +76,9 @@ var TunedDynamicConfig = []string{
 	`history.timerProcessorMaxTimeShift="10ms"`,
 	"system.forceSearchAttributesCacheRefreshOnRead=true",
 	"system.enableActivityEagerExecution=true",
+	`history.transferProcessorUpdateAckInterval="1s"`,
+	`history.timerProcessorUpdateAckInterval="1s"`,
+	`history.visibilityProcessorUpdateAckInterval="1s"`,
 }
 
 // devServerDynamicConfig are values for the dev server alone, after TunedDynamicConfig (the
