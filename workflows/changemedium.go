@@ -200,6 +200,8 @@ type swap struct {
 	known []int64 // every stub-devid fdset seen, sorted: never taken for a new one
 	fdset int64   // the fdset of the medium inserted last, -1 if none
 
+	stepsVersion workflow.Version // the run's version of changeLocalSteps (useLocalSteps)
+
 	local           bool   // the short steps run as local activities (changeLocalSteps)
 	localVBD        bool   // so do DetachVBD and AttachVBD (localVBDVersion)
 	localEject      bool   // and Eject (localEjectVersion)
@@ -223,10 +225,10 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 	// The disconnected context survives a cancellation of ctx, so that the lock is always
 	// released, a touched drive is always restored and the outcome always recorded.
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	s.useLocalSteps(ctx) // first: validate reads its version
 	if err := s.validate(ctx); err != nil {
 		return s.finish(dctx, end{outcome: OutcomeRefused, errType: ErrRefused, cause: err})
 	}
-	s.useLocalSteps(ctx)
 	e := s.change(ctx, dctx)
 	if s.locked {
 		s.unlock(dctx)
@@ -238,10 +240,12 @@ func (s *swap) run(ctx workflow.Context) (ChangeMediumResult, error) {
 }
 
 // validate refuses what no activity needs to look at: the request's own faults, and (since
-// changeValidateLimits) whatever breaks Validate's limits.
+// changeValidateLimits, and in every run of impliedLimitsVersion of changeLocalSteps, which
+// records no changeValidateLimits) whatever breaks Validate's limits.
 func (s *swap) validate(ctx workflow.Context) error {
 	in := s.in
-	limits := workflow.GetVersion(ctx, changeValidateLimits, workflow.DefaultVersion, 1)
+	limits := s.stepsVersion >= impliedLimitsVersion ||
+		workflow.GetVersion(ctx, changeValidateLimits, workflow.DefaultVersion, 1) >= 1
 	switch {
 	case in.Host == "":
 		return badInput("no host given")
@@ -252,7 +256,7 @@ func (s *swap) validate(ctx workflow.Context) error {
 	case in.Medium != "" && !path.IsAbs(in.Medium):
 		return badInput(fmt.Sprintf("medium %q is not an absolute path", in.Medium))
 	}
-	if limits >= 1 {
+	if limits {
 		if err := Validate(in); err != nil {
 			return badInput(err.Error())
 		}

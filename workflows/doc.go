@@ -22,4 +22,13 @@
 // checks every recorded history against the current code. Changing only activity inputs,
 // options or task queues does not need a version (Go's replayer compares activity ids and
 // types only), but think about runs already past that step.
+//
+// Each GetVersion a new run records costs it two history events, the Version marker and the
+// SDK's upsert of TemporalChangeVersion, which is a visibility write on the server. A change
+// that ships with another one already versioned can be a new version of that change id
+// instead: version 4 of local-short-steps (impliedLimitsVersion) implies
+// validate-input-limits, so that a new ChangeMedium run records one GetVersion before its
+// first step instead of two. The order in which a run asks its GetVersions does not matter on
+// replay (the SDK reads a workflow task's version markers before it runs the code);
+// TestVersionsAnsweredAsRecorded checks each recorded run gets the versions it recorded.
 package workflows

@@ -4,10 +4,11 @@ package workflows
 // the package's external tests.
 const ChangeStubdomReattach = changeStubdomReattach
 
-// ChangeLocalSteps, LocalVBDVersion and LocalEjectVersion export the local-steps change id
-// and its versions to the package's external tests.
+// ChangeLocalSteps, LocalVBDVersion, LocalEjectVersion and ImpliedLimitsVersion export the
+// local-steps change id and its versions to the package's external tests.
 const (
-	ChangeLocalSteps  = changeLocalSteps
-	LocalVBDVersion   = localVBDVersion
-	LocalEjectVersion = localEjectVersion
+	ChangeLocalSteps     = changeLocalSteps
+	LocalVBDVersion      = localVBDVersion
+	LocalEjectVersion    = localEjectVersion
+	ImpliedLimitsVersion = impliedLimitsVersion
 )

@@ -36,7 +36,9 @@ const (
 
 // changeValidateLimits is the change id (workflow.GetVersion) of Validate in ChangeMedium's
 // validate: runs started before it skip it on replay, so that an old request beyond the
-// limits replays as it ran. (The other change ids are in options.go.)
+// limits replays as it ran. A new run does not ask it: version impliedLimitsVersion of
+// changeLocalSteps, which the run records first, implies the limits and saves the run a
+// marker and a search-attribute upsert. (The other change ids are in options.go.)
 const changeValidateLimits = "validate-input-limits"
 
 // Fields of a request, as InputError names them: the CLI's flag names without the "--".

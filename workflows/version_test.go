@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -242,4 +243,100 @@ func runGuardCases(t *testing.T, cases []guardCase) {
 			t.Logf("replay error: %v", err)
 		})
 	}
+}
+
+// answeredVersions is a worker interceptor that notes what each workflow.GetVersion of a
+// run answered, change id to version, and changes nothing.
+type answeredVersions struct {
+	interceptor.WorkerInterceptorBase
+	got map[string]workflow.Version
+}
+
+func (a *answeredVersions) InterceptWorkflow(_ workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
+	in := &answeredVersionsInbound{a: a}
+	in.Next = next
+	return in
+}
+
+type answeredVersionsInbound struct {
+	interceptor.WorkflowInboundInterceptorBase
+	a *answeredVersions
+}
+
+func (i *answeredVersionsInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
+	out := &answeredVersionsOutbound{a: i.a}
+	out.Next = outbound
+	return i.Next.Init(out)
+}
+
+type answeredVersionsOutbound struct {
+	interceptor.WorkflowOutboundInterceptorBase
+	a *answeredVersions
+}
+
+func (o *answeredVersionsOutbound) GetVersion(ctx workflow.Context, changeID string, minSupported, maxSupported workflow.Version) workflow.Version {
+	v := o.Next.GetVersion(ctx, changeID, minSupported, maxSupported)
+	o.a.got[changeID] = v
+	return v
+}
+
+// markerOrder returns the change ids of h's version markers in the order recorded.
+func markerOrder(t *testing.T, h *historypb.History) []string {
+	t.Helper()
+	var ids []string
+	for _, e := range h.GetEvents() {
+		m := e.GetMarkerRecordedEventAttributes()
+		if m == nil || m.GetMarkerName() != "Version" {
+			continue
+		}
+		var id string
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(m.GetDetails()["change-id"], &id))
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// TestVersionsAnsweredAsRecorded replays every recorded ChangeMedium run and checks that each
+// GetVersion the code asks is answered with the version the run recorded, whatever order the
+// run recorded them in. A version marker that the code asks for in another order, or not at
+// all, fails no replay by itself (the SDK matches no command against a version marker), so
+// TestReplayHistories alone would not show a wrong answer that changes nothing for a valid
+// request, such as validate-input-limits answered 0, which skips the limits.
+//
+// Since impliedLimitsVersion, ChangeMedium asks local-short-steps before
+// validate-input-limits, where runs of versions 1 to 3 recorded validate-input-limits first;
+// the SDK reads a workflow task's version markers before it runs the code, so those runs get
+// both answers as recorded. Runs of impliedLimitsVersion record and ask no
+// validate-input-limits.
+func TestVersionsAnsweredAsRecorded(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(historiesDir, "ChangeMedium-*.json"))
+	require.NoError(t, err)
+	reversed, implied := 0, 0
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			h := readHistory(t, filepath.Base(f))
+			recorded := testenv.VersionMarkers(t, h)
+			a := &answeredVersions{got: map[string]workflow.Version{}}
+			require.NoError(t, replayHistory(h, a))
+			for id, v := range recorded {
+				assert.Equal(t, v, a.got[id], "GetVersion(%q)", id)
+			}
+			for id, v := range a.got {
+				if _, ok := recorded[id]; !ok {
+					assert.Equal(t, workflow.DefaultVersion, v, "GetVersion(%q), not recorded", id)
+				}
+			}
+			order := markerOrder(t, h)
+			if i := slices.Index(order, workflows.ChangeValidateLimits); i >= 0 && i < slices.Index(order, workflows.ChangeLocalSteps) {
+				reversed++
+			}
+			if recorded[workflows.ChangeLocalSteps] >= workflows.ImpliedLimitsVersion {
+				implied++
+				assert.NotContains(t, recorded, workflows.ChangeValidateLimits, "recorded with the limits implied")
+				assert.NotContains(t, a.got, workflows.ChangeValidateLimits, "asked with the limits implied")
+			}
+		})
+	}
+	// The corpus holds runs of the old order, or the test proves nothing for them.
+	assert.Positive(t, reversed, "runs that recorded validate-input-limits before local-short-steps")
 }

@@ -26,8 +26,10 @@ import (
 // activities too, and version 3 (localEjectVersion) Eject, so that a stubdom swap has one
 // regular step left (WaitFdset) and a dom0 swap one (AddFD). Runs recorded with an older
 // version replay with those steps as regular activities. Versions of the same change rather
-// than changes of their own: every GetVersion records a marker and an upsert of
-// TemporalChangeVersion, two events a run.
+// than changes of their own: every GetVersion a run records is a marker and an upsert of
+// TemporalChangeVersion, two events and a visibility write on the server. Version 4
+// (impliedLimitsVersion) takes in changeValidateLimits for the same reason, so that a new
+// run records this one GetVersion before its first step instead of two.
 const changeLocalSteps = "local-short-steps"
 
 // Versions of changeLocalSteps.
@@ -37,6 +39,11 @@ const (
 	// localEjectVersion runs Eject as a local activity, Inspect keeping its answer on the
 	// host until Unlock (InspectInput.RunID).
 	localEjectVersion workflow.Version = 3
+	// impliedLimitsVersion checks Validate's limits without asking changeValidateLimits:
+	// every run that records it runs code that has the limits. It changes no step. Runs
+	// recorded with an older version (or none) ask changeValidateLimits as before, whose
+	// marker they carry or not.
+	impliedLimitsVersion workflow.Version = 4
 )
 
 // localSteps are the steps run as local activities since changeLocalSteps: each takes a few
@@ -91,7 +98,9 @@ func RunsLocal(step string) bool {
 
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
 // way it runs now, on one server and one worker, so that both are measured in the same run.
-// Production leaves ChangeMediumInput.Bench nil: the CLI and FleetSwap never set it.
+// Production leaves ChangeMediumInput.Bench nil: the CLI and FleetSwap never set it. Whatever
+// its options, a run records the GetVersions of a new run (since impliedLimitsVersion, one
+// marker and one upsert before its first step), not those of the code it imitates.
 type BenchOptions struct {
 	// RegularSteps runs every step as a regular activity, as runs before changeLocalSteps did.
 	RegularSteps bool `json:",omitempty"`
@@ -132,9 +141,13 @@ func (s *swap) bench() BenchOptions {
 }
 
 // useLocalSteps records changeLocalSteps and sets which of the run's steps are local
-// activities.
+// activities. It runs before validate, which reads the version (impliedLimitsVersion); runs
+// recorded before that version asked changeValidateLimits first, and replay the same in this
+// order, since the SDK reads a workflow task's version markers before it runs the workflow
+// code and matches no command against them (TestVersionsAnsweredAsRecorded).
 func (s *swap) useLocalSteps(ctx workflow.Context) {
-	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, localEjectVersion)
+	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, impliedLimitsVersion)
+	s.stepsVersion = v
 	b := s.bench()
 	s.local = v >= 1 && !b.RegularSteps
 	s.localVBD = s.local && v >= localVBDVersion && !b.RegularVBD
