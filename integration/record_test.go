@@ -53,16 +53,21 @@ const (
 	// v4 (no constant either) recorded version 2 of GetVersion "local-short-steps"
 	// (DetachVBD and AttachVBD as local activities too). Every path was recorded with it.
 
-	// historyV5 records version 3 of "local-short-steps" (Eject as a local activity too,
-	// Inspect keeping its answer on the host until Unlock). Every path is recorded with it.
-	historyV5 = 5
+	// v5 (no constant either) recorded version 3 of "local-short-steps" (Eject as a local
+	// activity too, Inspect keeping its answer on the host until Unlock). Every path was
+	// recorded with it.
+
+	// historyV6 records version 4 of "local-short-steps", which implies
+	// "validate-input-limits": a run records no marker of the latter, one GetVersion (a
+	// marker and an upsert) fewer. Every path is recorded with it.
+	historyV6 = 6
 	// historyNow is the version of today's code, which TestRecordHistoriesEveryPath records.
-	historyNow = historyV5
+	historyNow = historyV6
 )
 
-// Change ids of v3 to historyV5 (the workflows package's change* constants).
+// Change ids of v3 to historyV6 (the workflows package's change* constants), but
+// "validate-input-limits", which historyV6 no longer records.
 const (
-	validateLimits  = "validate-input-limits"
 	cancelTooLate   = "cancel-too-late-recorded"
 	deviceModelGone = "restore-stops-on-device-model-gone"
 	waitPaused      = "wait-while-guest-paused"
@@ -209,9 +214,9 @@ func TestRecordHistories(t *testing.T) {
 
 // TestRecordHistoriesEveryPath records every path of ChangeMedium with today's code
 // (historyNow), with the version markers each path must carry, so that the replay test proves
-// each of today's GetVersion changes; the files of older versions are kept (the v3 and v4
-// files were written by this test before versions 2 and 3 of local-short-steps). It runs only when
-// asked, as TestRecordHistories:
+// each of today's GetVersion changes; the files of older versions are kept (the v3, v4 and v5
+// files were written by this test before versions 2, 3 and 4 of local-short-steps). It runs
+// only when asked, as TestRecordHistories:
 //
 //	go test ./integration -run 'TestRecordHistories' -count=1 -args -record
 func TestRecordHistoriesEveryPath(t *testing.T) {
@@ -220,8 +225,9 @@ func TestRecordHistoriesEveryPath(t *testing.T) {
 	}
 	need(t)
 	const cm = workflows.ChangeMediumName
-	// every is what a run that passed validation records.
-	every := map[string]workflow.Version{validateLimits: 1, localSteps: 3}
+	// every is what every run records: version 4 of local-short-steps implies
+	// validate-input-limits, which a run no longer records.
+	every := map[string]workflow.Version{localSteps: 4}
 	with := func(extra map[string]workflow.Version) map[string]workflow.Version {
 		m := maps.Clone(every)
 		maps.Copy(m, extra)

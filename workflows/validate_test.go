@@ -154,6 +154,21 @@ func TestChangeMediumRefusesBeyondLimits(t *testing.T) {
 func TestValidateLimitsGuard(t *testing.T) {
 	h := readHistory(t, "ChangeMedium-dom0-insert-v1.json")
 	require.Empty(t, testenv.VersionMarkers(t, h), "the history predates the limits")
+	h = beyondLimits(t, h)
+
+	require.NoError(t, replayHistory(h), "an old run beyond the limits must replay with the guard")
+	err := replayHistory(h, &forcedVersion{changeID: workflows.ChangeValidateLimits, version: 1})
+	require.Error(t, err, "the replay without the guard succeeded: the guard would not be needed")
+	assert.Contains(t, err.Error(), "[TMPRL1100]", "replay error %v", err)
+	// And the check is in force for new runs: the version is 1 when nothing was recorded.
+	require.NoError(t, replayHistory(readHistory(t, "ChangeMedium-dom0-insert-v1.json"),
+		&forcedVersion{changeID: workflows.ChangeValidateLimits, version: workflow.DefaultVersion}))
+}
+
+// beyondLimits returns a copy of the ChangeMedium run h whose request has a 2,000-byte
+// ticket, beyond MaxTicket.
+func beyondLimits(t *testing.T, h *historypb.History) *historypb.History {
+	t.Helper()
 	h = proto.Clone(h).(*historypb.History)
 	started := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
 	require.NotNil(t, started)
@@ -165,12 +180,26 @@ func TestValidateLimitsGuard(t *testing.T) {
 	p, err := dc.ToPayload(in)
 	require.NoError(t, err)
 	started.GetInput().GetPayloads()[0] = p
+	return h
+}
 
-	require.NoError(t, replayHistory(h), "an old run beyond the limits must replay with the guard")
-	err = replayHistory(h, &forcedVersion{changeID: workflows.ChangeValidateLimits, version: 1})
-	require.Error(t, err, "the replay without the guard succeeded: the guard would not be needed")
+// TestImpliedLimits shows that version ImpliedLimitsVersion of local-short-steps checks the
+// limits without validate-input-limits: a recorded run of it (no validate-input-limits
+// marker) whose request is made to break a limit no longer replays, since the code refuses
+// it where the history shows Inspect; with local-short-steps answered 3 instead, the code
+// asks validate-input-limits, which the run did not record, skips the limits and replays.
+// The same run as it was replays either way: version 4 changes no step.
+func TestImpliedLimits(t *testing.T) {
+	h := readHistory(t, "ChangeMedium-dom0-insert-v6.json")
+	require.Equal(t, map[string]workflow.Version{workflows.ChangeLocalSteps: workflows.ImpliedLimitsVersion},
+		testenv.VersionMarkers(t, h), "a run of version 4 records local-short-steps alone")
+	asV3 := &forcedVersion{changeID: workflows.ChangeLocalSteps, version: workflows.LocalEjectVersion}
+	require.NoError(t, replayHistory(h))
+	require.NoError(t, replayHistory(h, asV3), "version 4 changes no step of a valid request")
+
+	beyond := beyondLimits(t, h)
+	err := replayHistory(beyond)
+	require.Error(t, err, "a run of version 4 beyond the limits replayed: the limits are not implied")
 	assert.Contains(t, err.Error(), "[TMPRL1100]", "replay error %v", err)
-	// And the check is in force for new runs: the version is 1 when nothing was recorded.
-	require.NoError(t, replayHistory(readHistory(t, "ChangeMedium-dom0-insert-v1.json"),
-		&forcedVersion{changeID: workflows.ChangeValidateLimits, version: workflow.DefaultVersion}))
+	require.NoError(t, replayHistory(beyond, asV3), "version 3 without a validate-input-limits marker skips the limits")
 }

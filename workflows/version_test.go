@@ -179,24 +179,32 @@ func howRan(t *testing.T, h *historypb.History, step string) string {
 // versions 1, 2 and 3 (v3, v4 and v5 of the corpus) ran DetachVBD and AttachVBD as regular
 // activities, then as local ones, and Eject as a regular activity, then as a local one. The
 // code replays each; with the guard removed (GetVersion answering one version for every
-// run) the recording of the other version fails with a non-determinism error.
+// run) the recording of the other version fails with a non-determinism error. Version 4
+// (v6 of the corpus) runs the steps of version 3 and records no validate-input-limits, whose
+// limits it implies: two events fewer (a Version marker and its upsert).
 func TestLocalStepsGuard(t *testing.T) {
 	v3 := readHistory(t, "ChangeMedium-stubdom-insert-v3.json")
 	v4 := readHistory(t, "ChangeMedium-stubdom-insert-v4.json")
 	v5 := readHistory(t, "ChangeMedium-stubdom-insert-v5.json")
-	for h, v := range map[*historypb.History]workflow.Version{v3: 1, v4: workflows.LocalVBDVersion, v5: workflows.LocalEjectVersion} {
+	v6 := readHistory(t, "ChangeMedium-stubdom-insert-v6.json")
+	for h, v := range map[*historypb.History]workflow.Version{v3: 1, v4: workflows.LocalVBDVersion, v5: workflows.LocalEjectVersion, v6: workflows.ImpliedLimitsVersion} {
 		assert.Equal(t, v, testenv.VersionMarkers(t, h)[workflows.ChangeLocalSteps], "version of local-short-steps")
 	}
-	ran := map[string][3]string{ // v3, v4, v5
-		activities.NameEject:        {ranRegular, ranRegular, ranLocal},
-		activities.NameReleaseFdset: {ranLocal, ranLocal, ranLocal},
-		activities.NameDetachVBD:    {ranRegular, ranLocal, ranLocal},
-		activities.NameAttachVBD:    {ranRegular, ranLocal, ranLocal},
-		activities.NameWaitFdset:    {ranRegular, ranRegular, ranRegular},
-		activities.NameChangeMedium: {ranLocal, ranLocal, ranLocal},
+	for i, h := range []*historypb.History{v3, v4, v5} {
+		assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, h)[workflows.ChangeValidateLimits], "v%d: validate-input-limits", i+3)
+	}
+	assert.NotContains(t, testenv.VersionMarkers(t, v6), workflows.ChangeValidateLimits, "v6: validate-input-limits")
+	assert.Len(t, v6.GetEvents(), len(v5.GetEvents())-2, "v6 events: v5's less a Version marker and its upsert")
+	ran := map[string][4]string{ // v3, v4, v5, v6
+		activities.NameEject:        {ranRegular, ranRegular, ranLocal, ranLocal},
+		activities.NameReleaseFdset: {ranLocal, ranLocal, ranLocal, ranLocal},
+		activities.NameDetachVBD:    {ranRegular, ranLocal, ranLocal, ranLocal},
+		activities.NameAttachVBD:    {ranRegular, ranLocal, ranLocal, ranLocal},
+		activities.NameWaitFdset:    {ranRegular, ranRegular, ranRegular, ranRegular},
+		activities.NameChangeMedium: {ranLocal, ranLocal, ranLocal, ranLocal},
 	}
 	for step, want := range ran {
-		for i, h := range []*historypb.History{v3, v4, v5} {
+		for i, h := range []*historypb.History{v3, v4, v5, v6} {
 			assert.Equal(t, want[i], howRan(t, h, step), "v%d: %s", i+3, step)
 		}
 	}
@@ -212,6 +220,8 @@ func TestLocalStepsGuard(t *testing.T) {
 		{name: "v4 without the guard (version 1 only)", history: v4, force: force(1), wantErr: true},
 		{name: "v4 without the guard (version 3 only)", history: v4, force: force(workflows.LocalEjectVersion), wantErr: true},
 		{name: "v5 without the guard (version 2 only)", history: v5, force: force(workflows.LocalVBDVersion), wantErr: true},
+		{name: "v6 with the guard", history: v6},
+		{name: "v6 without the guard (version 2 only)", history: v6, force: force(workflows.LocalVBDVersion), wantErr: true},
 	})
 }
 
@@ -337,6 +347,7 @@ func TestVersionsAnsweredAsRecorded(t *testing.T) {
 			}
 		})
 	}
-	// The corpus holds runs of the old order, or the test proves nothing for them.
+	// The corpus holds both kinds of run, or the test proves nothing.
 	assert.Positive(t, reversed, "runs that recorded validate-input-limits before local-short-steps")
+	assert.Positive(t, implied, "runs of version %d of local-short-steps", workflows.ImpliedLimitsVersion)
 }
