@@ -58,7 +58,9 @@ type benchMode struct {
 }
 
 // benchModes are the report's modes, in the order they are printed; each lever alone, then
-// together.
+// together. A mode's version (of local-short-steps) names the steps it runs as that version
+// did; every mode records the GetVersions of a new run, since version 4 one marker and one
+// upsert (workflows.BenchOptions).
 var benchModes = []benchMode{
 	{name: "old", what: "every step a regular activity, no eager execution, WaitFdset polls every 50 ms (before today)",
 		bench: &workflows.BenchOptions{RegularSteps: true, NoEager: true, FdsetPollOnly: true, FdsetPollInterval: oldFdsetInterval}},

@@ -149,7 +149,9 @@ var act *activities.Activities
 //
 // Since changeLocalSteps the short steps (localSteps: all but Eject, DetachVBD, AttachVBD,
 // WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers, and since
-// its version 2 DetachVBD and AttachVBD too (vbdSteps), and since version 3 Eject.
+// its version 2 DetachVBD and AttachVBD too (vbdSteps), and since version 3 Eject. Version 4
+// changes no step: it implies changeValidateLimits, so that a new run records one GetVersion
+// before its first step (impliedLimitsVersion).
 //
 // An eject skips ChangeMedium (and AddFD); a stubdom eject still re-attaches the PV disk, with
 // the empty-cdrom file, and waits for its fdset, because the drive must keep a vbd.
