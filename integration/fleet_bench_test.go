@@ -9,24 +9,31 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/testenv"
 	"github.com/cdswap/cdswap/internal/xensim"
 	"github.com/cdswap/cdswap/workflows"
 )
 
-var fleetBenchDrivesFlag = flag.Int("fleet-bench-drives", 300, "TestFleetThroughputReport: drives in each batch")
-
-// fleetBenchHosts and fleetBenchLimits are the cases of TestFleetThroughputReport: every
-// host count with every pair of limits.
 var (
-	fleetBenchHosts  = []int{1, 5, 10}
-	fleetBenchLimits = []workflows.FleetLimits{{Global: 20, PerHost: 2}, {Global: 50, PerHost: 5}}
+	fleetBenchDrivesFlag = flag.Int("fleet-bench-drives", 300, "TestFleetThroughputReport: drives in each batch")
+	fleetBenchHostsFlag  = flag.String("fleet-bench-hosts", "1,5,10", "TestFleetThroughputReport: host counts (comma-separated, at most 10)")
+	fleetBenchByFlag     = flag.String("fleet-bench-by", "children,batch,direct", "TestFleetThroughputReport: who starts the swaps: children (a batch as before rounds), batch, direct (comma-separated)")
+)
+
+// fleetBenchMaxHosts and fleetBenchLimits bound the cases of TestFleetThroughputReport:
+// every host count of -fleet-bench-hosts with every pair of limits.
+var (
+	fleetBenchMaxHosts = 10
+	fleetBenchLimits   = []workflows.FleetLimits{{Global: 20, PerHost: 2}, {Global: 50, PerHost: 5}}
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every
@@ -77,12 +84,15 @@ func cpuOf(t testing.TB, pids ...int) time.Duration {
 type fleetCase struct {
 	hosts  int
 	limits workflows.FleetLimits
-	drives int
-	wall   time.Duration // `cdswap batch start --wait`, plan check included
-	swaps  time.Duration // first swap's start to last swap's close
-	steady float64       // drives/s between the closes of the 10th and 90th percentile swaps
-	maxOut int           // the most drives' media out at once on one host, by xensim
-	load   string        // the 1-minute load average when the batch started
+	by     string // who started the swaps: children, batch (rounds) or direct (runDirect)
+	// batchTasks counts the batch's workflow tasks, over all its runs.
+	batchTasks int
+	drives     int
+	wall       time.Duration // `cdswap batch start --wait`, plan check included
+	swaps      time.Duration // first swap's start to last swap's close
+	steady     float64       // drives/s between the closes of the 10th and 90th percentile swaps
+	maxOut     int           // the most drives' media out at once on one host, by xensim
+	load       string        // the 1-minute load average when the batch started
 	// CPU time of the dev server, of every worker, of this process (the xensim hosts run
 	// in it) and of the cdswap CLI.
 	server, workers, xensim, cli time.Duration
@@ -101,7 +111,14 @@ func TestFleetThroughputReport(t *testing.T) {
 	}
 	s := need(t)
 	n := *fleetBenchDrivesFlag
-	maxHosts := fleetBenchHosts[len(fleetBenchHosts)-1]
+	var fleetBenchHosts []int
+	for _, f := range strings.Split(*fleetBenchHostsFlag, ",") {
+		k, err := strconv.Atoi(f)
+		require.NoError(t, err, "-fleet-bench-hosts")
+		require.True(t, k >= 1 && k <= fleetBenchMaxHosts, "-fleet-bench-hosts: %d is not 1 to %d", k, fleetBenchMaxHosts)
+		fleetBenchHosts = append(fleetBenchHosts, k)
+	}
+	maxHosts := slices.Max(fleetBenchHosts)
 	require.GreaterOrEqual(t, n, maxHosts, "-fleet-bench-drives")
 
 	// Host i holds the drives of the case with the fewest hosts that uses it.
@@ -130,37 +147,12 @@ func TestFleetThroughputReport(t *testing.T) {
 	var rows []fleetCase
 	for _, k := range fleetBenchHosts {
 		for _, lim := range fleetBenchLimits {
-			c := fleetCase{hosts: k, limits: lim}
-			planFile, want := f.benchPlan(t, k, n)
-			c.drives = len(want)
-			for _, h := range f.hosts {
-				h.ResetMedia()
+			for _, by := range strings.Split(*fleetBenchByFlag, ",") {
+				require.Contains(t, []string{"children", "batch", "direct"}, by, "-fleet-bench-by")
+				c := f.benchCase(t, s, k, n, lim, by, workerPIDs)
+				rows = append(rows, c)
+				t.Logf("%d hosts, limits %d/%d, by %s: %d drives in %s", k, lim.Global, lim.PerHost, by, c.drives, c.wall.Round(time.Millisecond))
 			}
-			c.load = loadAverage()
-			server0, workers0, self0 := cpuOf(t, s.srv.Pid()), cpuOf(t, workerPIDs...), cpuOf(t, os.Getpid())
-			t0 := time.Now()
-			r := runCLIFor(t, 20*time.Minute, "batch", "start", "--plan", planFile,
-				"--limit", strconv.Itoa(lim.Global), "--per-host", strconv.Itoa(lim.PerHost),
-				"--reason", "throughput", "--wait", "--timeout", "20m", "--json")
-			c.wall = time.Since(t0)
-			c.server = cpuOf(t, s.srv.Pid()) - server0
-			c.workers = cpuOf(t, workerPIDs...) - workers0
-			c.xensim = cpuOf(t, os.Getpid()) - self0
-			c.cli = r.cpu
-			require.Equal(t, 0, r.code, r.stderr)
-			var res workflows.FleetSwapResult
-			require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
-			require.Equal(t, c.drives, res.Changed, "batch %s", res.Batch)
-			c.swaps, c.steady = swapSpan(t, res.Batch, c.drives)
-			for _, h := range f.hosts[:k] {
-				c.maxOut = max(c.maxOut, h.Media().MaxOut)
-			}
-			require.LessOrEqual(t, c.maxOut, lim.PerHost, "xensim saw more media out at once than the per-host limit")
-			for id, m := range want {
-				f.holds[id] = m
-			}
-			rows = append(rows, c)
-			t.Logf("%d hosts, limits %d/%d: %d drives in %s", k, lim.Global, lim.PerHost, c.drives, c.wall.Round(time.Millisecond))
 		}
 	}
 	// What a swap costs the server: the events of the last swap of a stubdom and a dom0 drive.
@@ -175,10 +167,66 @@ func TestFleetThroughputReport(t *testing.T) {
 		n, strings.Join(events, ", "), time.Now().Format("2006-01-02"), runtime.NumCPU(), fleetTable(rows))
 }
 
+// benchCase runs one row: n drives over the first k hosts, by a batch (`cdswap batch start
+// --wait`, in rounds, or with by "children" as children), or with by "direct" started by
+// this process itself (runDirect).
+func (f *scaleFleet) benchCase(t *testing.T, s *suite, k, n int, lim workflows.FleetLimits, by string, workerPIDs []int) fleetCase {
+	t.Helper()
+	c := fleetCase{hosts: k, limits: lim, by: by}
+	planFile, want := f.benchPlan(t, k, n)
+	c.drives = len(want)
+	for _, h := range f.hosts {
+		h.ResetMedia()
+	}
+	c.load = loadAverage()
+	server0, workers0, self0 := cpuOf(t, s.srv.Pid()), cpuOf(t, workerPIDs...), cpuOf(t, os.Getpid())
+	t0 := time.Now()
+	var batch string
+	if by == "direct" {
+		batch = fmt.Sprintf("direct-%d-%d-%d", k, lim.Global, time.Now().UnixNano())
+		runDirect(t, f.benchDrives(k, n), want, lim, batch)
+	} else {
+		args := []string{"batch", "start", "--plan", planFile,
+			"--limit", strconv.Itoa(lim.Global), "--per-host", strconv.Itoa(lim.PerHost),
+			"--reason", "throughput", "--wait", "--timeout", "20m", "--json"}
+		if by == "children" {
+			args = append(args, "--bench-children")
+		}
+		r := runCLIFor(t, 20*time.Minute, args...)
+		c.cli = r.cpu
+		require.Equal(t, 0, r.code, r.stderr)
+		var res workflows.FleetSwapResult
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &res))
+		require.Equal(t, c.drives, res.Changed, "batch %s", res.Batch)
+		batch = res.Batch
+	}
+	c.wall = time.Since(t0)
+	c.server = cpuOf(t, s.srv.Pid()) - server0
+	c.workers = cpuOf(t, workerPIDs...) - workers0
+	c.xensim = cpuOf(t, os.Getpid()) - self0
+	c.swaps, c.steady = swapSpan(t, batch, c.drives)
+	if by != "direct" {
+		c.batchTasks = batchTasks(t, batch)
+	}
+	for _, h := range f.hosts[:k] {
+		c.maxOut = max(c.maxOut, h.Media().MaxOut)
+	}
+	require.LessOrEqual(t, c.maxOut, lim.PerHost, "xensim saw more media out at once than the per-host limit")
+	for id, m := range want {
+		f.holds[id] = m
+	}
+	return c
+}
+
 // benchPlan writes a plan changing n drives spread evenly over the first k hosts (each to
 // the ISO it does not hold) and returns it with each swap's new medium.
 func (f *scaleFleet) benchPlan(t testing.TB, k, n int) (string, map[string]string) {
 	t.Helper()
+	return f.plan(t, f.benchDrives(k, n))
+}
+
+// benchDrives are n drives spread evenly over the first k hosts.
+func (f *scaleFleet) benchDrives(k, n int) []hostDrives {
 	drives := make([]hostDrives, k)
 	for i, h := range f.hosts[:k] {
 		per := n / k
@@ -187,7 +235,49 @@ func (f *scaleFleet) benchPlan(t testing.TB, k, n int) (string, map[string]strin
 		}
 		drives[i] = hostDrives{h, h.Domains()[:per]}
 	}
-	return f.plan(t, drives)
+	return drives
+}
+
+// runDirect changes drives to the media of want without a batch: this process starts each
+// drive's ChangeMedium itself, as `cdswap insert` would, within the batch's limits (at most
+// lim.PerHost on a host and lim.Global in all), and waits for its end. Its CPU beside a
+// batch's is what the batch itself costs: its workflow tasks, one as each swap starts and
+// one as it ends. The swaps carry batch as their CdswapBatch, for swapSpan.
+func runDirect(t testing.TB, drives []hostDrives, want map[string]string, lim workflows.FleetLimits, batch string) {
+	t.Helper()
+	ctx := testenv.Context(t, 20*time.Minute)
+	global := make(chan struct{}, lim.Global)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(want))
+	for _, hd := range drives {
+		host := make(chan struct{}, lim.PerHost)
+		for _, d := range hd.doms {
+			in := workflows.ChangeMediumInput{Host: hd.h.Name(), Domain: d.Name, DomID: d.DomID, Vdev: d.Vdev,
+				Medium: want[workflows.WorkflowID(hd.h.Name(), d.DomID, d.Vdev)], Format: activities.FormatRaw,
+				Requester: "bench", Reason: "throughput", BatchID: batch}
+			wg.Go(func() {
+				host <- struct{}{}
+				global <- struct{}{}
+				defer func() { <-global; <-host }()
+				run, err := the.client.ExecuteWorkflow(ctx, workflows.StartOptions(in), workflows.ChangeMediumName, in)
+				var res workflows.ChangeMediumResult
+				if err == nil {
+					err = run.Get(ctx, &res)
+				}
+				if err == nil && res.Outcome != workflows.OutcomeChanged {
+					err = fmt.Errorf("outcome %s", res.Outcome)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", workflows.WorkflowID(in.Host, in.DomID, in.Vdev), err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 }
 
 // swapSpan is the time from the batch's first swap's start to its last swap's close, as
@@ -227,6 +317,26 @@ func swapSpan(t testing.TB, batch string, n int) (time.Duration, float64) {
 	return last.Sub(first), float64(hi-lo) / closes[hi].Sub(closes[lo]).Seconds()
 }
 
+// batchTasks counts the workflow tasks of every run of batch.
+func batchTasks(t testing.TB, batch string) int {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	runs, err := the.client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: namespace,
+		Query: fmt.Sprintf("WorkflowId = '%s'", batch)})
+	require.NoError(t, err)
+	n := 0
+	for _, e := range runs.GetExecutions() {
+		h, err := fetchHistory(ctx, batch, e.GetExecution().GetRunId())
+		require.NoError(t, err)
+		for _, ev := range h.GetEvents() {
+			if ev.GetEventType() == enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // loadAverage is the 1-minute load average ("?" if unknown).
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -239,19 +349,19 @@ func loadAverage() string {
 // fleetTable renders the throughput rows.
 func fleetTable(rows []fleetCase) string {
 	var b strings.Builder
-	b.WriteString("| hosts | limit | per host | drives/s (end to end) | drives/s (swaps) | steady | max out on a host | CPU ms/drive: dev server | workers | xensim | CLI | CPU busy | load |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| started by | hosts | limit | per host | drives/s (end to end) | drives/s (swaps) | steady | max out on a host | batch tasks/drive | CPU ms/drive: dev server | workers | xensim | CLI | CPU busy | load |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range rows {
 		total := c.server + c.workers + c.xensim + c.cli
 		perDrive := func(d time.Duration) string {
 			return fmt.Sprintf("%.0f (%.0f %%)", float64(d.Milliseconds())/float64(c.drives), 100*d.Seconds()/total.Seconds())
 		}
-		fmt.Fprintf(&b, "| %d | %d | %d | %.1f | %.1f | %.1f | %d | %s | %s | %s | %s | %.0f %% | %s |\n",
-			c.hosts, c.limits.Global, c.limits.PerHost,
-			float64(c.drives)/c.wall.Seconds(), float64(c.drives)/c.swaps.Seconds(), c.steady, c.maxOut,
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f | %.1f | %.1f | %d | %.2f | %s | %s | %s | %s | %.0f %% | %s |\n",
+			c.by, c.hosts, c.limits.Global, c.limits.PerHost,
+			float64(c.drives)/c.wall.Seconds(), float64(c.drives)/c.swaps.Seconds(), c.steady, c.maxOut, float64(c.batchTasks)/float64(c.drives),
 			perDrive(c.server), perDrive(c.workers), perDrive(c.xensim), perDrive(c.cli),
 			100*total.Seconds()/c.wall.Seconds()/float64(runtime.NumCPU()), c.load)
 	}
-	b.WriteString("\n(end to end: `cdswap batch start --wait`, the plan's check on every host included; swaps: the first swap's start to the last one's close; steady: from the 10th to the 90th percentile swap's close; max out: the most drives with their medium out at once on one host, by xensim; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run; CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
+	b.WriteString("\n(started by: a batch (`cdswap batch start --wait`) in rounds, or as children (the way before rounds, `--bench-children`), or direct: the test process starts each swap itself within the same limits, without a batch; end to end: the batch's command, the plan's check on every host included, or the direct starts; swaps: the first swap's start to the last one's close; steady: from the 10th to the 90th percentile swap's close; max out: the most drives with their medium out at once on one host, by xensim; batch tasks/drive: the batch's workflow tasks over its drives; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run (and the direct starts); CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
 	return b.String()
 }

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/api/temporalproto"
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/cli"
@@ -197,8 +198,12 @@ func checkOldMedium(t *testing.T, h *xensim.Host, d xensim.DomainInfo, newMedium
 	checkDrive(t, h, d, d.Medium, newMedium)
 }
 
+// fleetHistoryNow is the version FleetSwap histories are recorded as: 2 since
+// changeFleetRounds (v1 ran its swaps as children).
+const fleetHistoryNow = 2
+
 // recordBatch fetches the batch's (last run's) history, checks that it replays, and writes
-// it as FleetSwap-<scenario>-v1.json when recording (an existing file is kept unless
+// it as FleetSwap-<scenario>-v<fleetHistoryNow>.json when recording (an existing file is kept unless
 // -rerecord was given).
 func recordBatch(t *testing.T, id, scenario string) *historypb.History {
 	t.Helper()
@@ -208,7 +213,7 @@ func recordBatch(t *testing.T, id, scenario string) *historypb.History {
 	if !recording() {
 		return h
 	}
-	p := historyPath(workflows.FleetSwapName, scenario, historyV1)
+	p := historyPath(workflows.FleetSwapName, scenario, fleetHistoryNow)
 	if _, err := os.Stat(p); err == nil && !*rerecordFlag {
 		t.Logf("kept %s (-rerecord overwrites it)", p)
 		return h
@@ -241,15 +246,76 @@ func eventIDOf(h *historypb.History, name string) int64 {
 	return 0
 }
 
-// childStarts returns the event ids at which the history starts a child (the command).
-func childStarts(h *historypb.History) []int64 {
-	var out []int64
+// batchStart is a swap a batch's history started: the event that records the start (a
+// child's initiated event, or the marker of the round that started it), the swap's id and,
+// when known, its run.
+type batchStart struct {
+	event     int64
+	id, runID string
+}
+
+// batchStarts returns the swaps a batch's history started, whether as children or in
+// rounds.
+func batchStarts(t *testing.T, h *historypb.History) []batchStart {
+	t.Helper()
+	var out []batchStart
 	for _, e := range h.GetEvents() {
-		if e.GetEventType() == enumspb.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED {
-			out = append(out, e.GetEventId())
+		if a := e.GetStartChildWorkflowExecutionInitiatedEventAttributes(); a != nil {
+			out = append(out, batchStart{event: e.GetEventId(), id: a.GetWorkflowId()})
+		}
+		if a := e.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
+			for i := range out {
+				if out[i].id == a.GetWorkflowExecution().GetWorkflowId() && out[i].runID == "" {
+					out[i].runID = a.GetWorkflowExecution().GetRunId()
+				}
+			}
+		}
+		if res, ok := roundResult(t, e); ok {
+			for _, s := range res.Started {
+				out = append(out, batchStart{event: e.GetEventId(), id: s.ID, runID: s.RunID})
+			}
 		}
 	}
 	return out
+}
+
+// batchRefusals counts the batch's starts of the swap id refused as busy: by the server
+// (a child), or by a round.
+func batchRefusals(t *testing.T, h *historypb.History, id string) int {
+	t.Helper()
+	n := 0
+	for _, e := range h.GetEvents() {
+		if a := e.GetStartChildWorkflowExecutionFailedEventAttributes(); a != nil && a.GetWorkflowId() == id {
+			assert.Equal(t, enumspb.START_CHILD_WORKFLOW_EXECUTION_FAILED_CAUSE_WORKFLOW_ALREADY_EXISTS, a.GetCause())
+			n++
+		}
+		if res, ok := roundResult(t, e); ok {
+			for _, b := range res.Busy {
+				if b.ID == id {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// roundResult decodes the result of a FleetRound local activity from its marker.
+func roundResult(t *testing.T, e *historypb.HistoryEvent) (workflows.FleetRoundResult, bool) {
+	t.Helper()
+	var res workflows.FleetRoundResult
+	a := e.GetMarkerRecordedEventAttributes()
+	if a.GetMarkerName() != "LocalActivity" {
+		return res, false
+	}
+	var data struct{ ActivityType string }
+	dc := converter.GetDefaultDataConverter()
+	require.NoError(t, dc.FromPayloads(a.GetDetails()["data"], &data))
+	if data.ActivityType != workflows.FleetRoundName || a.GetDetails()["result"] == nil {
+		return res, false
+	}
+	require.NoError(t, dc.FromPayloads(a.GetDetails()["result"], &res))
+	return res, true
 }
 
 // TestFleetCanaryHalt: the first host's canary fails (its guest keeps the tray locked), so
@@ -279,7 +345,7 @@ func TestFleetCanaryHalt(t *testing.T) {
 	counts := checkReport(t, p, batchReport(t, res.Batch))
 	assert.Equal(t, map[string]int{string(workflows.OutcomeChanged): 1, string(workflows.OutcomeFailed): 1, cli.NotStarted: len(p.drives) - 2}, counts)
 	h := recordBatch(t, res.Batch, "canary-halt")
-	assert.Len(t, childStarts(h), 2, "the batch started the two canaries and nothing else")
+	assert.Len(t, batchStarts(t, h), 2, "the batch started the two canaries and nothing else")
 }
 
 // TestFleetFailureBudget: three guests of the second host keep their trays locked; with a
@@ -377,8 +443,9 @@ func TestFleetPauseResume(t *testing.T) {
 	assert.Equal(t, []string{workflows.UpdatePause, workflows.UpdateResume}, updatesAccepted(h),
 		"the refused resume and pause must leave no event")
 	pause, resume := eventIDOf(h, workflows.UpdatePause), eventIDOf(h, workflows.UpdateResume)
-	for _, ev := range childStarts(h) {
-		assert.False(t, ev > pause && ev < resume, "child started at event %d, between pause (%d) and resume (%d)", ev, pause, resume)
+	for _, st := range batchStarts(t, h) {
+		ev := st.event
+		assert.False(t, ev > pause && ev < resume, "a swap started at event %d, between pause (%d) and resume (%d)", ev, pause, resume)
 	}
 }
 
@@ -408,8 +475,9 @@ func TestFleetStop(t *testing.T) {
 	h := recordBatch(t, id, "stop")
 	assert.Equal(t, []string{workflows.UpdateStop}, updatesAccepted(h))
 	stop := eventIDOf(h, workflows.UpdateStop)
-	for _, ev := range childStarts(h) {
-		assert.Less(t, ev, stop, "a child started after the stop")
+	for _, st := range batchStarts(t, h) {
+		ev := st.event
+		assert.Less(t, ev, stop, "a swap started after the stop")
 	}
 }
 
@@ -446,13 +514,17 @@ func TestFleetCancel(t *testing.T) {
 	h := recordBatch(t, id, "cancel")
 	assert.Equal(t, []string{workflows.UpdateCancel}, updatesAccepted(h))
 	cancel := eventIDOf(h, workflows.UpdateCancel)
-	for _, ev := range childStarts(h) {
-		assert.Less(t, ev, cancel, "a child started after the cancel")
+	for _, st := range batchStarts(t, h) {
+		ev := st.event
+		assert.Less(t, ev, cancel, "a swap started after the cancel")
 	}
 	requested := 0
 	for _, e := range h.GetEvents() {
 		if e.GetEventType() == enumspb.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED {
 			requested++
+		}
+		if res, ok := roundResult(t, e); ok {
+			requested += len(res.Canceled)
 		}
 	}
 	assert.Equal(t, res.Canceled, requested, "one cancel request per running swap")
@@ -494,7 +566,7 @@ func TestFleetBusyDrive(t *testing.T) {
 	busyID := workflows.WorkflowID(h.Name(), busy.DomID, busy.Vdev)
 	require.Eventually(t, func() bool {
 		hist, err := fetchHistory(ctx, in.Batch, "")
-		return err == nil && startRefusals(hist, busyID) > 0
+		return err == nil && batchRefusals(t, hist, busyID) > 0
 	}, time.Minute, 100*time.Millisecond, "the batch never tried the busy drive")
 	require.NoError(t, h.SetFault(ctx, busy.Name, xensim.KnobAddFDDelay, "0s"))
 	res := batchResult(t, in.Batch)
@@ -515,30 +587,16 @@ func TestFleetBusyDrive(t *testing.T) {
 
 	hist := recordBatch(t, in.Batch, "busy-drive")
 	var batchRun string
-	for _, e := range hist.GetEvents() {
-		if a := e.GetStartChildWorkflowExecutionFailedEventAttributes(); a != nil && a.GetWorkflowId() == busyID {
-			assert.Equal(t, enumspb.START_CHILD_WORKFLOW_EXECUTION_FAILED_CAUSE_WORKFLOW_ALREADY_EXISTS, a.GetCause())
-		}
-		if a := e.GetChildWorkflowExecutionStartedEventAttributes(); a != nil && a.GetWorkflowExecution().GetWorkflowId() == busyID {
-			batchRun = a.GetWorkflowExecution().GetRunId()
+	for _, st := range batchStarts(t, hist) {
+		if st.id == busyID {
+			batchRun = st.runID
 		}
 	}
-	assert.Positive(t, startRefusals(hist, busyID), "the batch never met the busy drive: the person's swap ended too soon")
+	assert.Positive(t, batchRefusals(t, hist, busyID), "the batch never met the busy drive: the person's swap ended too soon")
 	require.NotEmpty(t, batchRun)
 	singleEnd := describeRun(t, ctx, busyID, single.GetRunID()).GetCloseTime().AsTime()
 	batchStart := describeRun(t, ctx, busyID, batchRun).GetStartTime().AsTime()
 	assert.True(t, batchStart.After(singleEnd), "the batch's swap of %s started at %s, before the person's ended at %s", busyID, batchStart, singleEnd)
-}
-
-// startRefusals counts the batch's starts of the swap id that the server refused.
-func startRefusals(h *historypb.History, id string) int {
-	n := 0
-	for _, e := range h.GetEvents() {
-		if a := e.GetStartChildWorkflowExecutionFailedEventAttributes(); a != nil && a.GetWorkflowId() == id {
-			n++
-		}
-	}
-	return n
 }
 
 // startFleet saves a plan's pages and starts its FleetSwap as `cdswap batch start` does,

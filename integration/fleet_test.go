@@ -158,7 +158,11 @@ func TestFleetBatch(t *testing.T) {
 		require.NoError(t, replay(h, registerAll), "run %s", e.GetExecution().GetRunId())
 		if recording() && i > 0 {
 			// Newest first: i=2 is the first run, i=1 the one continued from it.
-			p := historyPath(workflows.FleetSwapName, fmt.Sprintf("continued-run%d", 3-i), 1)
+			p := historyPath(workflows.FleetSwapName, fmt.Sprintf("continued-run%d", 3-i), fleetHistoryNow)
+			if _, err := os.Stat(p); err == nil && !*rerecordFlag {
+				t.Logf("kept %s (-rerecord overwrites it)", p)
+				continue
+			}
 			js, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(h)
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(p, append(js, '\n'), 0o644))

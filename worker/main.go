@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
 	"go.temporal.io/sdk/temporal"
@@ -35,6 +36,7 @@ import (
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/cmdexit"
+	"github.com/cdswap/cdswap/internal/fleetround"
 	"github.com/cdswap/cdswap/internal/metrics"
 	"github.com/cdswap/cdswap/internal/plan"
 	"github.com/cdswap/cdswap/internal/temporalclient"
@@ -276,6 +278,7 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	})
 	workflows.RegisterFleet(bw)
 	bw.RegisterActivity(&plan.PageReader{Client: c})
+	bw.RegisterActivityWithOptions((&fleetround.Rounds{Client: c}).FleetRound, activity.RegisterOptions{Name: workflows.FleetRoundName})
 	if err := bw.Start(); err != nil {
 		return fmt.Errorf("worker for task queue %s: %w", workflows.BatchTaskQueue, err)
 	}

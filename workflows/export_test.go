@@ -12,3 +12,7 @@ const (
 	LocalEjectVersion    = localEjectVersion
 	ImpliedLimitsVersion = impliedLimitsVersion
 )
+
+// ChangeFleetRounds exports the change id of the batch's rounds to the package's external
+// tests.
+const ChangeFleetRounds = changeFleetRounds

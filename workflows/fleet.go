@@ -27,11 +27,12 @@ func RegisterInventory(r Registry) {
 	r.RegisterWorkflowWithOptions(Inventory, workflow.RegisterOptions{Name: InventoryName})
 }
 
-// FleetSwap runs a batch: one ChangeMedium child per drive of the plan whose pages
-// PlanPageID(in.Batch, i) hold, each child with the drive's own workflow id
-// (WorkflowID(host, domid, vdev)), so that a batch and a person never change one drive at
-// once: a drive whose swap someone else runs is tried again later (BusyWait, BusyTries),
-// then reported busy, never raced.
+// FleetSwap runs a batch: one ChangeMedium run per drive of the plan whose pages
+// PlanPageID(in.Batch, i) hold, each with the drive's own workflow id (WorkflowID(host,
+// domid, vdev)), so that a batch and a person never change one drive at once: a drive whose
+// swap someone else runs is tried again later (BusyWait, BusyTries), then reported busy,
+// never raced. The swaps start and end in rounds (changeFleetRounds, fleet_rounds.go);
+// runs recorded before it ran them as children with ParentClosePolicy ABANDON.
 //
 // A run reads one page at a time (ReadPlanPage on BatchTaskQueue). On the first page, the
 // canary wave (FleetCanary) runs first; a failed canary halts the batch. Then the page's
@@ -43,23 +44,24 @@ func RegisterInventory(r Registry) {
 // without an event in the history; ProgressQuery answers FleetProgress.
 //
 // At a page boundary, once DrivesPerRun drives ran or the server suggests it, the run
-// continues as new carrying only FleetState (a page cursor and counters). The children are
-// started with ParentClosePolicy ABANDON, so that no parent's close ends one, but a run
-// first drains: it waits for all its children to end, so that the next run owns none and
-// needs no way to learn of an earlier run's children. The cost is the page's tail: the
-// window narrows while its last swaps end (shared/DESIGN.md's fleet section, and the repo's
-// DESIGN.md, "Fleet: where the plan lives").
+// continues as new carrying only FleetState (a page cursor and counters). A run first
+// drains: it waits for all its swaps to end, so that the next run owns none and needs no
+// way to learn of an earlier run's swaps. The cost is the page's tail: the window narrows
+// while its last swaps end (the repo's DESIGN.md, "Fleet: swaps in rounds, not children").
 //
-// A cancellation of the FleetSwap run itself (Temporal's cancel) cancels its children
-// like the cancel update, waits for them to put their media back, and ends Canceled.
+// A cancellation of the FleetSwap run itself (Temporal's cancel) cancels its swaps like
+// the cancel update, waits for them to put their media back, and ends Canceled.
 func FleetSwap(ctx workflow.Context, in FleetSwapInput) (FleetSwapResult, error) {
 	in.setDefaults()
 	f := &fleet{
-		in:      in,
-		log:     log.With(workflow.GetLogger(ctx), "batch", in.Batch),
-		running: map[string]int{},
-		cancels: map[string]workflow.CancelFunc{},
-		tries:   map[DriveRef]int{},
+		in:         in,
+		log:        log.With(workflow.GetLogger(ctx), "batch", in.Batch),
+		running:    map[string]int{},
+		cancels:    map[string]workflow.CancelFunc{},
+		tries:      map[DriveRef]int{},
+		drives:     map[DriveRef]roundDrive{},
+		runs:       map[DriveRef]FleetSwapRun{},
+		cancelSent: map[DriveRef]bool{},
 	}
 	if in.State != nil {
 		f.st = *in.State
@@ -72,6 +74,7 @@ func FleetSwap(ctx workflow.Context, in FleetSwapInput) (FleetSwapResult, error)
 	if err := f.setHandlers(ctx); err != nil {
 		return FleetSwapResult{}, err
 	}
+	f.rounds = workflow.GetVersion(ctx, changeFleetRounds, workflow.DefaultVersion, 1) >= 1 && !in.BenchChildren
 	return f.run(ctx)
 }
 
@@ -82,7 +85,7 @@ type fleet struct {
 	log log.Logger
 
 	canary   bool           // the canary wave runs
-	inFlight int            // children started and not ended, all hosts
+	inFlight int            // swaps started (or queued for a round) and not ended, all hosts
 	running  map[string]int // the same per host
 	retrying int            // busy drives waiting for their next try
 	// cancels cancels the running children, by child workflow id.
@@ -94,6 +97,15 @@ type fleet struct {
 	// canaryFailed says which canary failed, "" if none did.
 	canaryFailed string
 	drivesRun    int // drives of the pages this run finished
+
+	// rounds: the swaps start and end in rounds (changeFleetRounds), not as children.
+	rounds     bool
+	toStart    []FleetStart              // swaps the next round starts
+	toCancel   []FleetSwapRun            // swaps the next round cancels
+	drives     map[DriveRef]roundDrive   // drives counted in flight: to start, or running
+	runs       map[DriveRef]FleetSwapRun // swaps started and not ended
+	cancelSent map[DriveRef]bool         // swaps asked to cancel
+	idle       int                       // rounds in a row that saw nothing
 }
 
 func (f *fleet) setHandlers(ctx workflow.Context) error {
@@ -179,9 +191,13 @@ func (f *fleet) setStatus(s FleetStatus, reason string) {
 // active reports whether new swaps may be planned: running or paused.
 func (f *fleet) active() bool { return f.st.Status == FleetRunning || f.st.Status == FleetPaused }
 
-// cancelAll asks every running child to cancel (each puts its old medium back).
+// cancelAll asks every running swap to cancel (each puts its old medium back).
 func (f *fleet) cancelAll(reason string) {
 	f.setStatus(FleetCanceling, reason)
+	if f.rounds {
+		f.cancelRounds()
+		return
+	}
 	// The keys are sorted before use, so the map's order never shows.
 	//workflowcheck:ignore
 	for _, id := range slices.Sorted(maps.Keys(f.cancels)) {
@@ -235,10 +251,13 @@ func (f *fleet) run(ctx workflow.Context) (FleetSwapResult, error) {
 			return f.continueAsNew(ctx)
 		}
 	}
-	// Whatever ended the loop, no child may be left running: a canceled batch waits for
-	// its children to put their media back.
+	// Whatever ended the loop, no swap may be left running: a canceled batch waits for
+	// its swaps to put their media back.
 	if ctx.Err() != nil && f.st.Status != FleetCanceling {
 		f.cancelAll("the batch workflow was canceled")
+	}
+	for f.rounds && f.inFlight > 0 {
+		f.round(dctx)
 	}
 	_ = workflow.Await(dctx, func() bool { return f.inFlight == 0 && f.retrying == 0 })
 	f.st.Status = f.st.Status.ending()
@@ -335,7 +354,11 @@ func (f *fleet) runRows(ctx workflow.Context, drives []FleetDrive, rows []int) {
 				queue[h] = queue[h][1:]
 				pending--
 				turn = (turn + i + 1) % len(hosts)
-				f.start(ctx, drives[r], DriveRef{Page: f.st.Page, Row: r}, requeue)
+				if f.rounds {
+					f.queueStart(ctx, drives[r], DriveRef{Page: f.st.Page, Row: r}, requeue)
+				} else {
+					f.start(ctx, drives[r], DriveRef{Page: f.st.Page, Row: r}, requeue)
+				}
 				started = true
 				break
 			}
@@ -346,9 +369,16 @@ func (f *fleet) runRows(ctx workflow.Context, drives []FleetDrive, rows []int) {
 		if f.inFlight == 0 && f.retrying == 0 && (pending == 0 || !f.active() || ctx.Err() != nil) {
 			return
 		}
+		if f.rounds && f.inFlight > 0 {
+			f.round(ctx)
+			if ctx.Err() != nil {
+				return // canceled: run drives the rounds that are left
+			}
+			continue
+		}
 		seen := f.tick
 		if err := workflow.Await(ctx, func() bool { return f.tick != seen }); err != nil {
-			return // canceled: run waits for the children on a disconnected context
+			return // canceled: run waits for the swaps on a disconnected context
 		}
 	}
 }
@@ -407,7 +437,12 @@ func (f *fleet) start(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue 
 			f.busy(ctx, gctx, d, ref, requeue)
 			return
 		}
-		f.record(d, res, err)
+		e := classify(res, err)
+		msg := ""
+		if e == endFailed || e == endRestored {
+			msg = endMessage(res, err)
+		}
+		f.record(d, e, msg)
 	})
 }
 
@@ -437,15 +472,10 @@ func (f *fleet) busy(ctx, gctx workflow.Context, d FleetDrive, ref DriveRef, req
 	requeue(ref.Row)
 }
 
-// record counts a child's end.
-func (f *fleet) record(d FleetDrive, res ChangeMediumResult, err error) {
-	e := classify(res, err)
+// record counts a swap's end; msg is a failed one's message.
+func (f *fleet) record(d FleetDrive, e driveEnd, msg string) {
 	f.count(d, e)
 	if e == endFailed || e == endRestored {
-		msg := ErrorMessage(err, "the swap")
-		if r, ok := ResultFromError(err); ok && r.Error != "" {
-			msg = r.Error
-		}
 		what := fmt.Sprintf("%s (%s of %s on host %s): %s", d.ID(), d.Vdev, d.Domain, d.Host, msg)
 		if f.canary {
 			// The canary wave halts the batch itself, naming the canary.
@@ -522,13 +552,15 @@ func (f *fleet) result() FleetSwapResult {
 func (f *fleet) progress() FleetProgress {
 	p := FleetProgress{Batch: f.in.Batch, Status: f.st.Status, Reason: f.st.Reason, Canary: f.canary,
 		Run: f.st.Runs + 1, Page: f.st.Page, Pages: f.in.Pages, Total: f.in.Total, FleetCounters: f.st.Counters,
-		Running: f.inFlight, FailureBudget: f.in.Budget.Allowed(f.in.Total), Limits: f.in.Limits,
+		FailureBudget: f.in.Budget.Allowed(f.in.Total), Limits: f.in.Limits,
 		Hosts: map[string]HostProgress{}}
+	running, perHost := f.runningOn()
+	p.Running = running
 	p.Waiting = max(0, p.Total-p.Done-p.Running)
 	// It fills another map, whose order cannot show; and a query issues no commands.
 	//workflowcheck:ignore
 	for h, total := range f.in.HostTotals {
-		hp := HostProgress{FleetCounters: f.st.Hosts[h], Total: total, Running: f.running[h]}
+		hp := HostProgress{FleetCounters: f.st.Hosts[h], Total: total, Running: perHost[h]}
 		hp.Waiting = max(0, total-hp.Done-hp.Running)
 		p.Hosts[h] = hp
 	}

@@ -1,8 +1,11 @@
 package workflows_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,13 +22,15 @@ import (
 	"github.com/cdswap/cdswap/workflows"
 )
 
-// fleetRig runs FleetSwap in a test environment whose ChangeMedium children are a fake
-// that takes a drive's time (per drive, on the test clock) and ends as the test says,
-// counting the swaps in flight, per host and in all.
+// fleetRig runs FleetSwap in a test environment whose swaps are a fake that takes a
+// drive's time (per drive, on the test clock) and ends as the test says, counting the swaps
+// in flight, per host and in all. The swaps run in rounds (a fake FleetRound local activity
+// that waits on the test clock), or with children as ChangeMedium children.
 type fleetRig struct {
-	t     *testing.T
-	env   *testsuite.TestWorkflowEnvironment
-	pages [][]workflows.FleetDrive
+	t        *testing.T
+	children bool
+	env      *testsuite.TestWorkflowEnvironment
+	pages    [][]workflows.FleetDrive
 
 	mu        sync.Mutex // guards the fields below
 	fail      map[string]bool
@@ -37,11 +42,25 @@ type fleetRig struct {
 	started   []string // child ids in start order
 	canceled  []string
 	released  []string // plan pages released
+	// The fake rounds' swaps: when each running one ends, its host and ref, and the
+	// cancels asked.
+	ends      map[string]time.Time
+	hostOf    map[string]string
+	refOf     map[string]workflows.DriveRef
+	cancelReq map[string]bool
+	viaChild  int // swaps run by the fake child
+}
+
+// fleetModes runs a test of FleetSwap with its swaps in rounds, then as children.
+func fleetModes(t *testing.T, test func(t *testing.T, children bool)) {
+	t.Run("rounds", func(t *testing.T) { test(t, false) })
+	t.Run("children", func(t *testing.T) { test(t, true) })
 }
 
 // newFleetRig makes a plan of hosts × perHost drives cut into pages of pageRows.
-func newFleetRig(t *testing.T, hosts, perHost, pageRows int) *fleetRig {
-	r := &fleetRig{t: t, fail: map[string]bool{}, took: map[string]time.Duration{}, perHost: map[string]int{}, maxHost: map[string]int{}}
+func newFleetRig(t *testing.T, children bool, hosts, perHost, pageRows int) *fleetRig {
+	r := &fleetRig{t: t, children: children, fail: map[string]bool{}, took: map[string]time.Duration{}, perHost: map[string]int{}, maxHost: map[string]int{},
+		ends: map[string]time.Time{}, hostOf: map[string]string{}, refOf: map[string]workflows.DriveRef{}, cancelReq: map[string]bool{}}
 	var drives []workflows.FleetDrive
 	for i := range perHost {
 		for h := range hosts {
@@ -55,6 +74,11 @@ func newFleetRig(t *testing.T, hosts, perHost, pageRows int) *fleetRig {
 		drives = drives[n:]
 	}
 	r.newEnv()
+	t.Cleanup(func() {
+		if len(r.started) > 0 {
+			assert.Equal(t, children, r.viaChild > 0, "swaps run as children: %d of %d", r.viaChild, len(r.started))
+		}
+	})
 	return r
 }
 
@@ -66,6 +90,9 @@ func (r *fleetRig) newEnv() {
 	r.env.RegisterActivityWithOptions(func(in workflows.ReadPlanPageInput) (workflows.ReadPlanPageResult, error) {
 		return workflows.ReadPlanPageResult{Drives: r.pages[in.Page]}, nil
 	}, activity.RegisterOptions{Name: workflows.ReadPlanPageName})
+	r.env.RegisterActivityWithOptions(r.round, activity.RegisterOptions{Name: workflows.FleetRoundName})
+	// The mock makes each round wait on the test clock, up to the next end.
+	r.env.OnActivity(workflows.FleetRoundName, mock.Anything, mock.Anything).Return(r.round).AfterFn(r.roundWait)
 	r.env.OnSignalExternalWorkflow(mock.Anything, mock.Anything, "", workflows.FleetReleaseSignal, mock.Anything).Return(
 		func(_, id, _, _ string, _ any) error {
 			r.mu.Lock()
@@ -75,11 +102,72 @@ func (r *fleetRig) newEnv() {
 		})
 }
 
+// roundWait is how long the next fake round waits: until the first running swap ends, a
+// second at most (as the real round's Wait).
+func (r *fleetRig) roundWait() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wait := time.Second
+	for _, at := range r.ends {
+		wait = min(wait, at.Sub(r.env.Now()))
+	}
+	return max(wait, time.Millisecond)
+}
+
+// round is the fake FleetRound: it starts the round's swaps and reports those whose time is
+// up, or whose cancel was asked, as ended, with the ends the fake child would give.
+func (r *fleetRig) round(_ context.Context, in workflows.FleetRoundInput) (workflows.FleetRoundResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.env.Now()
+	var out workflows.FleetRoundResult
+	for _, c := range in.Cancel {
+		r.cancelReq[c.ID] = true
+	}
+	for _, s := range in.Start {
+		id := workflows.WorkflowID(s.Input.Host, s.Input.DomID, s.Input.Vdev)
+		r.started = append(r.started, id)
+		r.inFlight++
+		r.perHost[s.Input.Host]++
+		r.maxFlight = max(r.maxFlight, r.inFlight)
+		r.maxHost[s.Input.Host] = max(r.maxHost[s.Input.Host], r.perHost[s.Input.Host])
+		took := r.took[id]
+		if took == 0 {
+			took = 10 * time.Second
+		}
+		r.ends[id], r.hostOf[id], r.refOf[id] = now.Add(took), s.Input.Host, s.Ref
+		out.Started = append(out.Started, workflows.FleetSwapRun{Ref: s.Ref, ID: id, RunID: "run-" + id})
+	}
+	for _, id := range slices.Sorted(maps.Keys(r.ends)) {
+		res := workflows.ChangeMediumResult{Old: "/isos/old.iso", New: "/isos/new.iso", Outcome: workflows.OutcomeChanged}
+		var err error
+		switch {
+		case r.cancelReq[id]:
+			r.canceled = append(r.canceled, id)
+			res.Outcome = workflows.OutcomeCanceled
+			err = temporal.NewCanceledError(res)
+		case now.Before(r.ends[id]):
+			continue
+		case r.fail[id]:
+			res.Outcome, res.Error = workflows.OutcomeFailedRestored, "the fdset never came"
+			err = temporal.NewApplicationErrorWithOptions("change failed", workflows.ErrSwapFailedRestored,
+				temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{res}})
+		}
+		out.Ended = append(out.Ended, workflows.EndOf(r.refOf[id], res, err))
+		r.inFlight--
+		r.perHost[r.hostOf[id]]--
+		delete(r.ends, id)
+		delete(r.cancelReq, id)
+	}
+	return out, nil
+}
+
 // child is the fake ChangeMedium.
 func (r *fleetRig) child(ctx workflow.Context, in workflows.ChangeMediumInput) (workflows.ChangeMediumResult, error) {
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	r.mu.Lock()
 	r.started = append(r.started, id)
+	r.viaChild++
 	r.inFlight++
 	r.perHost[in.Host]++
 	r.maxFlight = max(r.maxFlight, r.inFlight)
@@ -112,7 +200,7 @@ func (r *fleetRig) child(ctx workflow.Context, in workflows.ChangeMediumInput) (
 }
 
 func (r *fleetRig) input(mod func(*workflows.FleetSwapInput)) workflows.FleetSwapInput {
-	in := workflows.FleetSwapInput{Batch: "b1", Pages: len(r.pages), HostTotals: map[string]int{}, Requester: "ops"}
+	in := workflows.FleetSwapInput{Batch: "b1", Pages: len(r.pages), HostTotals: map[string]int{}, Requester: "ops", BenchChildren: r.children}
 	for _, p := range r.pages {
 		in.Total += len(p)
 		for _, d := range p {
@@ -172,8 +260,10 @@ func (r *fleetRig) query() workflows.FleetProgress {
 
 // The limits are never exceeded, and are used: 3 hosts of 10 drives, 4 in flight at most,
 // 2 per host.
-func TestFleetLimits(t *testing.T) {
-	r := newFleetRig(t, 3, 10, 100)
+func TestFleetLimits(t *testing.T) { fleetModes(t, testFleetLimits) }
+
+func testFleetLimits(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 3, 10, 100)
 	for i, d := range r.pages[0] {
 		r.took[d.ID()] = time.Duration(1+i%4) * time.Second // uneven, so the window slides
 	}
@@ -195,8 +285,10 @@ func TestFleetLimits(t *testing.T) {
 }
 
 // A failed canary halts the batch: nothing but the canaries ran.
-func TestFleetCanaryHalts(t *testing.T) {
-	r := newFleetRig(t, 3, 4, 100)
+func TestFleetCanaryHalts(t *testing.T) { fleetModes(t, testFleetCanaryHalts) }
+
+func testFleetCanaryHalts(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 3, 4, 100)
 	r.fail[r.id(0, 1)] = true
 	res := r.run(r.input(nil))
 	assert.Equal(t, workflows.FleetHalted, res.Status)
@@ -210,8 +302,10 @@ func TestFleetCanaryHalts(t *testing.T) {
 }
 
 // The failure budget stops new swaps at its count; the running ones finish.
-func TestFleetFailureBudget(t *testing.T) {
-	r := newFleetRig(t, 2, 10, 100)
+func TestFleetFailureBudget(t *testing.T) { fleetModes(t, testFleetFailureBudget) }
+
+func testFleetFailureBudget(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 2, 10, 100)
 	for _, i := range []int{4, 6, 7} {
 		r.fail[r.id(0, i)] = true
 	}
@@ -250,8 +344,10 @@ func TestFleetBudgetAllowed(t *testing.T) {
 }
 
 // Pause stops new starts; resume goes on; the validators refuse what makes no sense.
-func TestFleetPauseResume(t *testing.T) {
-	r := newFleetRig(t, 1, 6, 100)
+func TestFleetPauseResume(t *testing.T) { fleetModes(t, testFleetPauseResume) }
+
+func testFleetPauseResume(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 1, 6, 100)
 	in := r.input(func(in *workflows.FleetSwapInput) {
 		in.Canary.Off = true
 		in.Limits = workflows.FleetLimits{Global: 1, PerHost: 1}
@@ -276,8 +372,10 @@ func TestFleetPauseResume(t *testing.T) {
 }
 
 // Stop lets the running swaps finish and starts no more.
-func TestFleetStop(t *testing.T) {
-	r := newFleetRig(t, 2, 5, 100)
+func TestFleetStop(t *testing.T) { fleetModes(t, testFleetStop) }
+
+func testFleetStop(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 2, 5, 100)
 	in := r.input(func(in *workflows.FleetSwapInput) {
 		in.Canary.Off = true
 		in.Limits = workflows.FleetLimits{Global: 2, PerHost: 1}
@@ -294,8 +392,10 @@ func TestFleetStop(t *testing.T) {
 }
 
 // Cancel cancels the running swaps (which put their media back) and starts no more.
-func TestFleetCancel(t *testing.T) {
-	r := newFleetRig(t, 2, 5, 100)
+func TestFleetCancel(t *testing.T) { fleetModes(t, testFleetCancel) }
+
+func testFleetCancel(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 2, 5, 100)
 	in := r.input(func(in *workflows.FleetSwapInput) {
 		in.Canary.Off = true
 		in.Limits = workflows.FleetLimits{Global: 2, PerHost: 1}
@@ -316,8 +416,10 @@ func TestFleetCancel(t *testing.T) {
 
 // Temporal's own cancel of the batch cancels the running swaps too, waits for them, and
 // ends the batch Canceled.
-func TestFleetWorkflowCanceled(t *testing.T) {
-	r := newFleetRig(t, 2, 5, 100)
+func TestFleetWorkflowCanceled(t *testing.T) { fleetModes(t, testFleetWorkflowCanceled) }
+
+func testFleetWorkflowCanceled(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 2, 5, 100)
 	r.env.RegisterDelayedCallback(r.env.CancelWorkflow, 15*time.Second)
 	r.env.ExecuteWorkflow(workflows.FleetSwapName, r.input(func(in *workflows.FleetSwapInput) {
 		in.Canary.Off = true
@@ -332,8 +434,10 @@ func TestFleetWorkflowCanceled(t *testing.T) {
 
 // A run continues as new at a page boundary once DrivesPerRun drives ran, with no child
 // running, carrying the cursor and counters; the next run picks up at the next page.
-func TestFleetContinueAsNew(t *testing.T) {
-	r := newFleetRig(t, 2, 6, 5) // pages of 5, 5, 2
+func TestFleetContinueAsNew(t *testing.T) { fleetModes(t, testFleetContinueAsNew) }
+
+func testFleetContinueAsNew(t *testing.T, children bool) {
+	r := newFleetRig(t, children, 2, 6, 5) // pages of 5, 5, 2
 	in := r.input(func(in *workflows.FleetSwapInput) {
 		in.Limits = workflows.FleetLimits{Global: 3, PerHost: 2}
 		in.DrivesPerRun = 4

@@ -8,7 +8,7 @@ import (
 
 // Names of the fleet's workflows, activity, queue, signal, query and updates.
 const (
-	// FleetSwapName is the batch workflow: one ChangeMedium child per drive of a plan.
+	// FleetSwapName is the batch workflow: one ChangeMedium run per drive of a plan.
 	FleetSwapName = "FleetSwap"
 	// FleetPlanPageName holds one page of a batch's plan as its input, open until the
 	// batch releases it (FleetReleaseSignal) or FleetPlanPageKeep ends it.
@@ -161,6 +161,10 @@ type FleetSwapInput struct {
 	BusyTries int
 	// State is what an earlier run carried over; nil on the first run.
 	State *FleetState
+	// BenchChildren runs the swaps as children, as batches did before changeFleetRounds,
+	// so that the fleet benchmark measures both ways in one run. Production leaves it
+	// false.
+	BenchChildren bool `json:",omitempty"`
 }
 
 func (in *FleetSwapInput) setDefaults() {

@@ -92,6 +92,7 @@ func replayHistory(h *historypb.History, interceptors ...interceptor.WorkerInter
 		return err
 	}
 	workflows.Register(r)
+	workflows.RegisterFleet(r)
 	// The expected failures log the non-determinism at error level; the test reports it.
 	return r.ReplayWorkflowHistory(tlog.NewStructuredLogger(slog.New(slog.DiscardHandler)), h)
 }
@@ -350,4 +351,23 @@ func TestVersionsAnsweredAsRecorded(t *testing.T) {
 	// The corpus holds both kinds of run, or the test proves nothing.
 	assert.Positive(t, reversed, "runs that recorded validate-input-limits before local-short-steps")
 	assert.Positive(t, implied, "runs of version %d of local-short-steps", workflows.ImpliedLimitsVersion)
+}
+
+// TestFleetRoundsGuard: a batch recorded with children (v1) replays as children, and one
+// recorded in rounds (v2) replays in rounds; answering either with the other's version is
+// a non-determinism, so the GetVersion of changeFleetRounds is what keeps both.
+func TestFleetRoundsGuard(t *testing.T) {
+	v1 := readHistory(t, "FleetSwap-cancel-v1.json")
+	v2 := readHistory(t, "FleetSwap-cancel-v2.json")
+	assert.NotContains(t, testenv.VersionMarkers(t, v1), workflows.ChangeFleetRounds, "v1")
+	assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, v2)[workflows.ChangeFleetRounds], "v2")
+	force := func(v workflow.Version) *forcedVersion {
+		return &forcedVersion{changeID: workflows.ChangeFleetRounds, version: v}
+	}
+	runGuardCases(t, []guardCase{
+		{name: "v1 with the guard", history: v1},
+		{name: "v2 with the guard", history: v2},
+		{name: "v1 without the guard (rounds)", history: v1, force: force(1), wantErr: true},
+		{name: "v2 without the guard (children)", history: v2, force: force(workflow.DefaultVersion), wantErr: true},
+	})
 }

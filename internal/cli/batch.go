@@ -65,6 +65,7 @@ type startFlags struct {
 	json      bool
 	perRun    int
 	pageRows  int
+	children  bool
 }
 
 func (a *App) newBatchStartCmd() *cobra.Command {
@@ -105,6 +106,8 @@ plan and changes nothing.`,
 	fl.BoolVar(&f.json, "json", false, "print the plan (--dry-run), the started batch or its result as JSON")
 	fl.IntVar(&f.perRun, "drives-per-run", 0, "continue-as-new after this many drives (default 1000; for tests)")
 	fl.IntVar(&f.pageRows, "page-rows", 0, "drives per plan page (default 500; for tests)")
+	fl.BoolVar(&f.children, "bench-children", false, "run the swaps as child workflows, as batches did before rounds (for the fleet benchmark)")
+	_ = fl.MarkHidden("bench-children")
 	_ = fl.MarkHidden("drives-per-run")
 	_ = fl.MarkHidden("page-rows")
 	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
@@ -236,7 +239,7 @@ func (a *App) batchStart(ctx context.Context, f startFlags) error {
 	in := workflows.FleetSwapInput{
 		Batch: newBatchID(time.Now()), Total: len(drives), HostTotals: map[string]int{},
 		Limits: f.limits, Canary: f.canary, Budget: f.budget, Force: f.force,
-		Requester: a.requester(f.requester), Reason: f.reason, Ticket: f.ticket, DrivesPerRun: f.perRun,
+		Requester: a.requester(f.requester), Reason: f.reason, Ticket: f.ticket, DrivesPerRun: f.perRun, BenchChildren: f.children,
 	}
 	for _, d := range drives {
 		in.HostTotals[d.Host]++
