@@ -487,7 +487,10 @@ func TestFleetStop(t *testing.T) {
 func TestFleetCancel(t *testing.T) {
 	need(t)
 	t.Parallel()
-	p, id := slowBatch(t, "query-block", time.Second, "--limit", "4", "--per-host", "2", "--reason", "cancel")
+	// Each swap asks query-block several times: at 2 s a time, the swaps are still mid-way
+	// when the cancel reaches them, which takes up to a round's wait (a second) after the
+	// update, more on a loaded machine.
+	p, id := slowBatch(t, "query-block", 2*time.Second, "--limit", "4", "--per-host", "2", "--reason", "cancel")
 
 	waitProgress(t, id, "the main wave running", func(p workflows.FleetProgress) bool { return !p.Canary && p.Done >= 2 && p.Running >= 2 })
 	assert.Equal(t, workflows.FleetCanceling, batchUpdate(t, id, workflows.UpdateCancel, "wrong ISO").Status)
