@@ -283,6 +283,11 @@ type InspectInput struct {
 	// answer when asked again by the same run, whatever the drive holds by then. Unlock with
 	// the same RunID deletes it. "" (runs before Eject was a local activity) keeps nothing.
 	RunID string `json:",omitempty"`
+	// Resume, with RunID, asks whether the run's change already took when Inspect answers
+	// from the run's note (a worker was lost mid-run): InspectResult.Taken. Runs that make
+	// AddFD a local step set it, since a dom0 change is then one workflow task from Inspect
+	// to Unlock, and a worker lost after ChangeMedium must not eject what it put in.
+	Resume bool `json:",omitempty"`
 }
 
 // InspectResult is the drive's state now and the validated change.
@@ -320,6 +325,11 @@ type InspectResult struct {
 	// InPlace is true when QEMU already holds Medium with the tray closed (or is empty with
 	// Medium "") and libxl's records already say so: the change has nothing to do.
 	InPlace bool
+	// Taken, for an InspectInput.Resume from the run's note, is the file a dom0 QEMU holds
+	// with its tray closed ("/dev/fdset/<id>") when that fdset is the one AddFD made for
+	// Medium: the change took before the run's worker was lost, and only Record, Verify and
+	// Unlock are left. "" otherwise.
+	Taken string `json:",omitempty"`
 }
 
 // LockInput names libxl's device-changes lock of a domain.
@@ -559,6 +569,9 @@ type AddFDInput struct {
 	Medium string
 	// Format is its format ("raw", "qcow2").
 	Format string
+	// RunID, when set, is the workflow run asking: AddFD keeps the set it made in the run's
+	// Inspect note (InspectResult.Taken). "" keeps nothing.
+	RunID string `json:",omitempty"`
 }
 
 // AddFDResult is the fdset that holds the medium.

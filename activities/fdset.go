@@ -414,6 +414,11 @@ func (a *Activities) AddFD(ctx context.Context, in AddFDInput) (AddFDResult, err
 	if err != nil {
 		return AddFDResult{}, err
 	}
+	if in.RunID != "" {
+		if err := noteAddedFdset(a.inspectNotePath(d.DomID, info.UUID, d.DevID), in.RunID, res.FdsetID); err != nil {
+			return AddFDResult{}, err
+		}
+	}
 	res.Meta = NewMeta(ctx)
 	return res, nil
 }

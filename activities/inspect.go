@@ -106,14 +106,22 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	notePath := ""
 	if in.RunID != "" {
 		notePath = a.inspectNotePath(in.DomID, f.info.UUID, f.drive.DevID)
-		res, ok, err := readInspectNote(notePath, in.RunID)
+		note, ok, err := readInspectNote(notePath, in.RunID)
 		if err != nil {
 			return InspectResult{}, err
 		}
 		if ok {
+			res := note.Result
 			res.Meta = NewMeta(ctx)
+			if in.Resume && note.AddedFdset != nil {
+				q, err := a.askQEMU(ctx, f)
+				if err != nil {
+					return InspectResult{}, err
+				}
+				res.Taken = takenFile(res, q, *note.AddedFdset)
+			}
 			log.Warn("Answered as before for this run, from its note: a worker stopped after the drive may have been touched",
-				"note", notePath, "old", res.OldMedium, "new", res.Medium)
+				"note", notePath, "old", res.OldMedium, "new", res.Medium, "taken", res.Taken)
 			return res, nil
 		}
 	}
@@ -143,6 +151,21 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 	log.Info("Inspected drive", "kind", f.drive.Kind, "qemu", res.QEMUVersion, "qemu_file", res.QEMUFile,
 		"tray_open", res.TrayOpen, "locked", res.TrayLocked, "old", res.OldMedium, "new", res.Medium, "in_place", res.InPlace)
 	return res, nil
+}
+
+// takenFile is the file a dom0 QEMU holds, tray closed, when it is added, the fdset the
+// run's AddFD made for the change res validated (its note's AddedFdset), or "". ChangeMedium
+// drops the set's fd once the medium holds its own (remove-fd), so the set's opaque cannot
+// say which medium it was; the note can, since AddFD runs after the run's eject: a set of
+// that id in the drive can only have been put there by the run's own ChangeMedium.
+func takenFile(res InspectResult, q qemuState, added int64) string {
+	if res.Drive.Kind != KindDom0 || res.Medium == "" || trayOpen(q.block) {
+		return ""
+	}
+	if file := insertedFile(q.block); file == FdsetFilename(added) {
+		return file
+	}
+	return ""
 }
 
 // inspected is a drive as libxl's records have it.

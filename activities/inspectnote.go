@@ -31,6 +31,10 @@ type inspectNote struct {
 	RunID string
 	// Result is Inspect's answer.
 	Result InspectResult
+	// AddedFdset is the fdset the run's AddFD gave a dom0 QEMU for the new medium, nil
+	// before (AddFDInput.RunID). AddFD runs only after the run's eject, so QEMU holding that
+	// set later means the run's own ChangeMedium put it in (InspectResult.Taken).
+	AddedFdset *int64 `json:",omitempty"`
 }
 
 // inspectNoteName is the libxl userdata name of the note of the drive devid.
@@ -41,25 +45,36 @@ func (a *Activities) inspectNotePath(domid uint32, uuid string, devid xen.DevID)
 	return xen.UserdataPath(a.cfg.LibxlDir, domid, uuid, "d", inspectNoteName(devid))
 }
 
-// readInspectNote returns the answer kept at path for run runID, if there is one. A note of
+// readInspectNote returns the note kept at path for run runID, if there is one. A note of
 // another run is none. A note that cannot be read is an error: answering afresh could forget
 // the medium the drive held.
-func readInspectNote(path, runID string) (InspectResult, bool, error) {
+func readInspectNote(path, runID string) (inspectNote, bool, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return InspectResult{}, false, nil
+		return inspectNote{}, false, nil
 	}
 	if err != nil {
-		return InspectResult{}, false, fmt.Errorf("read Inspect's note %s: %w", path, err)
+		return inspectNote{}, false, fmt.Errorf("read Inspect's note %s: %w", path, err)
 	}
 	var n inspectNote
 	if err := json.Unmarshal(b, &n); err != nil {
-		return InspectResult{}, false, fmt.Errorf("the Inspect note %s is not a note (%w): if no change of the drive runs, delete it", path, err)
+		return inspectNote{}, false, fmt.Errorf("the Inspect note %s is not a note (%w): if no change of the drive runs, delete it", path, err)
 	}
 	if n.RunID != runID {
-		return InspectResult{}, false, nil
+		return inspectNote{}, false, nil
 	}
-	return n.Result, true, nil
+	return n, true, nil
+}
+
+// noteAddedFdset keeps in run runID's note at path the fdset its AddFD made; a run without
+// a note (none kept: RunID "") keeps nothing.
+func noteAddedFdset(path, runID string, id int64) error {
+	n, ok, err := readInspectNote(path, runID)
+	if err != nil || !ok {
+		return err
+	}
+	n.AddedFdset = &id
+	return writeInspectNote(path, n)
 }
 
 // writeInspectNote keeps n at path, whole or not at all (writeFileAtomic): the note must

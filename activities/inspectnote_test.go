@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdswap/cdswap/internal/qmp"
 	"github.com/cdswap/cdswap/internal/xen"
 	"github.com/cdswap/cdswap/internal/xensim"
 )
@@ -62,6 +63,42 @@ func TestInspectNote(t *testing.T) {
 			_, err := run(t, s.env, s.a.Inspect, InspectInput{Host: s.h.Name(), DomID: dom.DomID, Vdev: dom.Vdev, Medium: medium, RunID: "run-3"})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "is not a note")
+		})
+	}
+}
+
+// TestTakenFile: a resumed dom0 run's change took only when QEMU holds, tray closed, the
+// fdset the run's AddFD made (as its note keeps it).
+func TestTakenFile(t *testing.T) {
+	closed, open := false, true
+	res := InspectResult{Drive: Drive{Kind: KindDom0}, Medium: "/isos/new.iso", Format: "raw"}
+	state := func(file string, tray *bool) qemuState {
+		b := &qmp.BlockInfo{TrayOpen: tray}
+		if file != "" {
+			b.Inserted = &qmp.BlockInserted{File: file}
+		}
+		return qemuState{block: b}
+	}
+	stub := res
+	stub.Drive.Kind = KindStubdom
+	eject := res
+	eject.Medium = ""
+	for _, tc := range []struct {
+		name string
+		res  InspectResult
+		q    qemuState
+		want string
+	}{
+		{"taken", res, state("/dev/fdset/3", &closed), "/dev/fdset/3"},
+		{"another set in the drive", res, state("/dev/fdset/2", &closed), ""},
+		{"tray open", res, state("/dev/fdset/3", &open), ""},
+		{"empty drive", res, state("", &open), ""},
+		{"a medium by path", res, state("/isos/new.iso", &closed), ""},
+		{"stubdom", stub, state("/dev/fdset/3", &closed), ""},
+		{"eject", eject, state("", &open), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, takenFile(tc.res, tc.q, 3))
 		})
 	}
 }

@@ -46,6 +46,13 @@ type crashCase struct {
 	hold func(t *testing.T, e *crashEnv) (release func())
 }
 
+// changedOnce says whether the kill lands after a dom0 change took: the run is one workflow
+// task, whose steps all run again on the next worker but those Inspect finds done
+// (InspectInput.Resume), so that the medium the run put in is never ejected.
+func (c crashCase) changedOnce() bool {
+	return c.kind == xensim.KindDom0 && (c.step == activities.NameRecord || c.step == activities.NameVerify)
+}
+
 // delayQMP holds a step that sends command to QEMU: the fake answers it holdFor late (and,
 // like QEMU, still runs it after the client died; the next client of the monitor waits for
 // it). Earlier steps that send the same command are slowed down too, which only costs time.
@@ -121,6 +128,11 @@ var crashCases = []crashCase{
 	{activities.NameVerify, xensim.KindStubdom, delayQMP("query-block")},
 	// AddFD (dom0) sends add-fd.
 	{activities.NameAddFD, xensim.KindDom0, delayQMP("add-fd")},
+	// Record (dom0), after the change took: the run is one workflow task, all of whose steps
+	// run again but those Inspect finds done.
+	{activities.NameRecord, xensim.KindDom0, holdLock(func(e *crashEnv) string {
+		return xen.UserdataLockPath(e.h.LibDir(), e.dom.DomID, e.dom.UUID)
+	})},
 }
 
 // crashRoundsFlag is how many times TestCrash kills the worker in each step (one change per
@@ -152,7 +164,7 @@ func TestCrash(t *testing.T) {
 		}
 	})
 	for _, c := range crashCases {
-		t.Run(c.step, func(t *testing.T) {
+		t.Run(c.step+"/"+string(c.kind), func(t *testing.T) {
 			t.Parallel()
 			rs, _ := runCrash(t, c, max(*crashRoundsFlag, 1))
 			mu.Lock()
@@ -197,6 +209,7 @@ func runCrash(t *testing.T, c crashCase, rounds int) ([]recovery, client.Workflo
 	for round := 1; round <= rounds; round++ {
 		old, medium := media[(round-1)%2], media[round%2]
 		release := c.hold(t, e)
+		h.ResetMedia()
 		ctx := testenv.Context(t, 2*time.Minute)
 		run := startSwap(t, ctx, swapInput(h, e.dom, medium, ""))
 		waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, c.step)
@@ -209,6 +222,11 @@ func runCrash(t *testing.T, c crashCase, rounds int) ([]recovery, client.Workflo
 		require.NoError(t, err, "change after a crash in %s: result %+v", c.step, res)
 		assert.Equal(t, workflows.OutcomeChanged, res.Outcome, "result %+v", res)
 		checkDrive(t, h, e.dom, medium, old)
+		if c.changedOnce() {
+			m := h.Media()
+			assert.Equal(t, 1, m.Ejects, "the resumed run ejected the medium it had put in: %+v", m)
+			assert.Equal(t, 1, m.Changes, "%+v", m)
+		}
 
 		hist := requireReplays(t, run)
 		var r recovery

@@ -26,7 +26,7 @@ import (
 var (
 	fleetBenchDrivesFlag = flag.Int("fleet-bench-drives", 300, "TestFleetThroughputReport: drives in each batch")
 	fleetBenchHostsFlag  = flag.String("fleet-bench-hosts", "1,5,10", "TestFleetThroughputReport: host counts (comma-separated, at most 10)")
-	fleetBenchByFlag     = flag.String("fleet-bench-by", "children,batch,direct", "TestFleetThroughputReport: who starts the swaps: children (a batch as before rounds), batch, direct (comma-separated)")
+	fleetBenchByFlag     = flag.String("fleet-bench-by", "children,batch,direct", "TestFleetThroughputReport: who starts the swaps: children (a batch as before rounds), batch, direct, direct-addfd (direct, AddFD a regular activity as before version 5 of local-short-steps) (comma-separated)")
 )
 
 // fleetBenchMaxHosts and fleetBenchLimits bound the cases of TestFleetThroughputReport:
@@ -84,7 +84,7 @@ func cpuOf(t testing.TB, pids ...int) time.Duration {
 type fleetCase struct {
 	hosts  int
 	limits workflows.FleetLimits
-	by     string // who started the swaps: children, batch (rounds) or direct (runDirect)
+	by     string // who started the swaps: children, batch (rounds), direct or direct-addfd (runDirect)
 	// batchTasks counts the batch's workflow tasks, over all its runs.
 	batchTasks int
 	drives     int
@@ -148,7 +148,7 @@ func TestFleetThroughputReport(t *testing.T) {
 	for _, k := range fleetBenchHosts {
 		for _, lim := range fleetBenchLimits {
 			for _, by := range strings.Split(*fleetBenchByFlag, ",") {
-				require.Contains(t, []string{"children", "batch", "direct"}, by, "-fleet-bench-by")
+				require.Contains(t, []string{"children", "batch", "direct", "direct-addfd"}, by, "-fleet-bench-by")
 				c := f.benchCase(t, s, k, n, lim, by, workerPIDs)
 				rows = append(rows, c)
 				t.Logf("%d hosts, limits %d/%d, by %s: %d drives in %s", k, lim.Global, lim.PerHost, by, c.drives, c.wall.Round(time.Millisecond))
@@ -182,9 +182,13 @@ func (f *scaleFleet) benchCase(t *testing.T, s *suite, k, n int, lim workflows.F
 	server0, workers0, self0 := cpuOf(t, s.srv.Pid()), cpuOf(t, workerPIDs...), cpuOf(t, os.Getpid())
 	t0 := time.Now()
 	var batch string
-	if by == "direct" {
+	if strings.HasPrefix(by, "direct") {
 		batch = fmt.Sprintf("direct-%d-%d-%d", k, lim.Global, time.Now().UnixNano())
-		runDirect(t, f.benchDrives(k, n), want, lim, batch)
+		var bench *workflows.BenchOptions
+		if by == "direct-addfd" {
+			bench = &workflows.BenchOptions{RegularAddFD: true}
+		}
+		runDirect(t, f.benchDrives(k, n), want, lim, batch, bench)
 	} else {
 		args := []string{"batch", "start", "--plan", planFile,
 			"--limit", strconv.Itoa(lim.Global), "--per-host", strconv.Itoa(lim.PerHost),
@@ -205,7 +209,7 @@ func (f *scaleFleet) benchCase(t *testing.T, s *suite, k, n int, lim workflows.F
 	c.workers = cpuOf(t, workerPIDs...) - workers0
 	c.xensim = cpuOf(t, os.Getpid()) - self0
 	c.swaps, c.steady = swapSpan(t, batch, c.drives)
-	if by != "direct" {
+	if !strings.HasPrefix(by, "direct") {
 		c.batchTasks = batchTasks(t, batch)
 	}
 	for _, h := range f.hosts[:k] {
@@ -242,8 +246,9 @@ func (f *scaleFleet) benchDrives(k, n int) []hostDrives {
 // drive's ChangeMedium itself, as `cdswap insert` would, within the batch's limits (at most
 // lim.PerHost on a host and lim.Global in all), and waits for its end. Its CPU beside a
 // batch's is what the batch itself costs: its workflow tasks, one as each swap starts and
-// one as it ends. The swaps carry batch as their CdswapBatch, for swapSpan.
-func runDirect(t testing.TB, drives []hostDrives, want map[string]string, lim workflows.FleetLimits, batch string) {
+// one as it ends. The swaps carry batch as their CdswapBatch, for swapSpan, and bench as
+// their BenchOptions.
+func runDirect(t testing.TB, drives []hostDrives, want map[string]string, lim workflows.FleetLimits, batch string, bench *workflows.BenchOptions) {
 	t.Helper()
 	ctx := testenv.Context(t, 20*time.Minute)
 	global := make(chan struct{}, lim.Global)
@@ -254,7 +259,7 @@ func runDirect(t testing.TB, drives []hostDrives, want map[string]string, lim wo
 		for _, d := range hd.doms {
 			in := workflows.ChangeMediumInput{Host: hd.h.Name(), Domain: d.Name, DomID: d.DomID, Vdev: d.Vdev,
 				Medium: want[workflows.WorkflowID(hd.h.Name(), d.DomID, d.Vdev)], Format: activities.FormatRaw,
-				Requester: "bench", Reason: "throughput", BatchID: batch}
+				Requester: "bench", Reason: "throughput", BatchID: batch, Bench: bench}
 			wg.Go(func() {
 				host <- struct{}{}
 				global <- struct{}{}
@@ -362,6 +367,6 @@ func fleetTable(rows []fleetCase) string {
 			perDrive(c.server), perDrive(c.workers), perDrive(c.xensim), perDrive(c.cli),
 			100*total.Seconds()/c.wall.Seconds()/float64(runtime.NumCPU()), c.load)
 	}
-	b.WriteString("\n(started by: a batch (`cdswap batch start --wait`) in rounds, or as children (the way before rounds, `--bench-children`), or direct: the test process starts each swap itself within the same limits, without a batch; end to end: the batch's command, the plan's check on every host included, or the direct starts; swaps: the first swap's start to the last one's close; steady: from the 10th to the 90th percentile swap's close; max out: the most drives with their medium out at once on one host, by xensim; batch tasks/drive: the batch's workflow tasks over its drives; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run (and the direct starts); CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
+	b.WriteString("\n(started by: a batch (`cdswap batch start --wait`) in rounds, or as children (the way before rounds, `--bench-children`), or direct: the test process starts each swap itself within the same limits, without a batch (direct-addfd: with AddFD a regular activity, as before version 5 of local-short-steps); end to end: the batch's command, the plan's check on every host included, or the direct starts; swaps: the first swap's start to the last one's close; steady: from the 10th to the 90th percentile swap's close; max out: the most drives with their medium out at once on one host, by xensim; batch tasks/drive: the batch's workflow tasks over its drives; CPU: user and system time from /proc/<pid>/stat over the batch, per drive and as a share; xensim: the test process, in which the hosts run (and the direct starts); CPU busy: all of it against the wall time of both CPUs; load: the 1-minute load average as the batch started)\n")
 	return b.String()
 }

@@ -57,16 +57,20 @@ const (
 	// activity too, Inspect keeping its answer on the host until Unlock). Every path was
 	// recorded with it.
 
-	// historyV6 records version 4 of "local-short-steps", which implies
+	// v6 (no constant either) recorded version 4 of "local-short-steps", which implies
 	// "validate-input-limits": a run records no marker of the latter, one GetVersion (a
-	// marker and an upsert) fewer. Every path is recorded with it.
-	historyV6 = 6
+	// marker and an upsert) fewer. Every path was recorded with it.
+
+	// historyV7 records version 5 of "local-short-steps": a dom0 change's AddFD is a local
+	// step too, and a run resumed after its change took records it without ejecting.
+	// Every path is recorded with it.
+	historyV7 = 7
 	// historyNow is the version of today's code, which TestRecordHistoriesEveryPath records.
-	historyNow = historyV6
+	historyNow = historyV7
 )
 
-// Change ids of v3 to historyV6 (the workflows package's change* constants), but
-// "validate-input-limits", which historyV6 no longer records.
+// Change ids of v3 to historyV7 (the workflows package's change* constants), but
+// "validate-input-limits", which v6 and later no longer record.
 const (
 	cancelTooLate   = "cancel-too-late-recorded"
 	deviceModelGone = "restore-stops-on-device-model-gone"
@@ -214,8 +218,8 @@ func TestRecordHistories(t *testing.T) {
 
 // TestRecordHistoriesEveryPath records every path of ChangeMedium with today's code
 // (historyNow), with the version markers each path must carry, so that the replay test proves
-// each of today's GetVersion changes; the files of older versions are kept (the v3, v4 and v5
-// files were written by this test before versions 2, 3 and 4 of local-short-steps). It runs
+// each of today's GetVersion changes; the files of older versions are kept (the v3 to v6
+// files were written by this test before versions 2 to 5 of local-short-steps). It runs
 // only when asked, as TestRecordHistories:
 //
 //	go test ./integration -run 'TestRecordHistories' -count=1 -args -record
@@ -225,9 +229,9 @@ func TestRecordHistoriesEveryPath(t *testing.T) {
 	}
 	need(t)
 	const cm = workflows.ChangeMediumName
-	// every is what every run records: version 4 of local-short-steps implies
-	// validate-input-limits, which a run no longer records.
-	every := map[string]workflow.Version{localSteps: 4}
+	// every is what every run records: version 5 of local-short-steps, which implies
+	// validate-input-limits (since version 4), which a run no longer records.
+	every := map[string]workflow.Version{localSteps: 5}
 	with := func(extra map[string]workflow.Version) map[string]workflow.Version {
 		m := maps.Clone(every)
 		maps.Copy(m, extra)
@@ -271,19 +275,26 @@ func TestRecordHistoriesEveryPath(t *testing.T) {
 		require.Equal(t, workflows.OutcomeFailedRestored, res.Outcome, "result %+v", res)
 		write(t, run, "fdset-timeout-restored", every)
 	})
-	for _, c := range []struct{ step, scenario string }{
-		{activities.NameWaitFdset, "worker-crash-resumed"},
+	for _, c := range []struct {
+		step     string
+		kind     xensim.Kind
+		scenario string
+	}{
+		{activities.NameWaitFdset, xensim.KindStubdom, "worker-crash-resumed"},
 		// Killed in the middle of a run of local steps (ChangeMedium Record Verify Unlock).
-		{activities.NameRecord, "worker-crash-in-local-steps-resumed"},
+		{activities.NameRecord, xensim.KindStubdom, "worker-crash-in-local-steps-resumed"},
 		// Killed in a local PV disk step: ReleaseFdset DetachVBD AttachVBD run again.
-		{activities.NameAttachVBD, "worker-crash-in-local-vbd-resumed"},
+		{activities.NameAttachVBD, xensim.KindStubdom, "worker-crash-in-local-vbd-resumed"},
 		// Killed in the local Eject: Inspect answers from its note, Lock and Eject run again.
-		{activities.NameEject, "worker-crash-in-local-eject-resumed"},
+		{activities.NameEject, xensim.KindStubdom, "worker-crash-in-local-eject-resumed"},
+		// Killed in a dom0 Record, after the change took: Inspect says so (Taken), and only
+		// Lock, Record, Verify and Unlock run again.
+		{activities.NameRecord, xensim.KindDom0, "worker-crash-after-dom0-change-resumed"},
 	} {
 		t.Run(c.scenario, func(t *testing.T) {
 			t.Parallel()
 			skipRecorded(t, historyPath(cm, c.scenario, historyNow))
-			i := slices.IndexFunc(crashCases, func(cc crashCase) bool { return cc.step == c.step })
+			i := slices.IndexFunc(crashCases, func(cc crashCase) bool { return cc.step == c.step && cc.kind == c.kind })
 			require.GreaterOrEqual(t, i, 0)
 			_, run := runCrash(t, crashCases[i], 1)
 			hist := writeHistory(t, run, cm, c.scenario, historyNow)

@@ -151,7 +151,9 @@ var act *activities.Activities
 // WaitFdset and AddFD) run as local activities, recorded as LocalActivity markers, and since
 // its version 2 DetachVBD and AttachVBD too (vbdSteps), and since version 3 Eject. Version 4
 // changes no step: it implies changeValidateLimits, so that a new run records one GetVersion
-// before its first step (impliedLimitsVersion).
+// before its first step (impliedLimitsVersion). Since version 5 AddFD is local too
+// (localAddFDVersion): a dom0 change is one workflow task, and a run resumed after its change
+// took only records and verifies it (InspectResult.Taken).
 //
 // An eject skips ChangeMedium (and AddFD); a stubdom eject still re-attaches the PV disk, with
 // the empty-cdrom file, and waits for its fdset, because the drive must keep a vbd.
@@ -207,6 +209,7 @@ type swap struct {
 	local           bool   // the short steps run as local activities (changeLocalSteps)
 	localVBD        bool   // so do DetachVBD and AttachVBD (localVBDVersion)
 	localEject      bool   // and Eject (localEjectVersion)
+	localAddFD      bool   // and AddFD (localAddFDVersion)
 	runID           string // the run's id, for Inspect's note (localEjectVersion), else ""
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
@@ -277,6 +280,7 @@ func badInput(msg string) error {
 func (s *swap) change(ctx, dctx workflow.Context) end {
 	insp, err := call(s, ctx, activities.NameInspect, act.Inspect, activities.InspectInput{
 		Host: s.in.Host, DomID: s.in.DomID, Vdev: s.in.Vdev, Medium: s.in.Medium, Format: s.in.Format, RunID: s.runID,
+		Resume: s.localAddFD,
 	}, "")
 	if err != nil {
 		switch {
@@ -323,6 +327,18 @@ func (s *swap) change(ctx, dctx workflow.Context) end {
 	if ctx.Err() != nil {
 		// Canceled while Lock ran: the drive is untouched.
 		return end{outcome: OutcomeCanceled, canceled: true}
+	}
+	if insp.Taken != "" {
+		// A worker was lost after the change took (localAddFDVersion): record it.
+		s.log.Warn("The change took before a worker was lost; recording it", "step", activities.NameInspect, "file", insp.Taken)
+		if _, err := fmt.Sscanf(insp.Taken, "/dev/fdset/%d", &s.fdset); err != nil {
+			return end{outcome: OutcomeFailed, errType: ErrSwapFailed, cause: temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("Inspect answered taken %q, not an fdset: a worker bug, nothing was changed", insp.Taken), errInspectMismatch, err)}
+		}
+		if err := s.recordAndVerify(ctx, insp.Medium, insp.Format, insp.NewParams, insp.Taken); err != nil {
+			return s.restore(dctx, err, isCanceled(ctx, err))
+		}
+		return end{outcome: OutcomeChanged}
 	}
 	if err := s.eject(ctx); err != nil {
 		if isCanceled(ctx, err) {
@@ -481,7 +497,7 @@ func (s *swap) attachAndInsert(ctx workflow.Context, params string, insert bool)
 func (s *swap) insertDom0(ctx workflow.Context, medium, format string) (string, error) {
 	for round := 1; ; round++ {
 		add, err := call(s, ctx, activities.NameAddFD, act.AddFD,
-			activities.AddFDInput{Drive: s.drive, Key: s.key, Medium: medium, Format: format}, format+":"+medium)
+			activities.AddFDInput{Drive: s.drive, Key: s.key, Medium: medium, Format: format, RunID: s.addFDRunID()}, format+":"+medium)
 		if err != nil {
 			return "", err
 		}

@@ -90,7 +90,7 @@ func TestChangeMediumSuccess(t *testing.T) {
 			}
 			insp := fakehost.Inputs[activities.InspectInput](h, "Inspect")
 			require.Len(t, insp, 1)
-			assert.Equal(t, activities.InspectInput{Host: testHost, DomID: testDomID, Vdev: testVdev, Medium: tt.medium, Format: wantFormat, RunID: testRunID}, insp[0])
+			assert.Equal(t, activities.InspectInput{Host: testHost, DomID: testDomID, Vdev: testVdev, Medium: tt.medium, Format: wantFormat, RunID: testRunID, Resume: true}, insp[0])
 
 			rec := fakehost.Inputs[activities.RecordInput](h, "Record")
 			require.Len(t, rec, 1)

@@ -11,6 +11,7 @@ const (
 	LocalVBDVersion      = localVBDVersion
 	LocalEjectVersion    = localEjectVersion
 	ImpliedLimitsVersion = impliedLimitsVersion
+	LocalAddFDVersion    = localAddFDVersion
 )
 
 // ChangeFleetRounds exports the change id of the batch's rounds to the package's external

@@ -14,20 +14,22 @@ import (
 
 // regularSteps are the steps that stay regular activities since version 3 of
 // local-short-steps.
-var regularSteps = map[string]bool{activities.NameWaitFdset: true, activities.NameAddFD: true}
+var regularSteps = map[string]bool{activities.NameWaitFdset: true}
 
 // vbdSteps are the steps that became local activities with version 2 of local-short-steps,
-// ejectSteps with version 3.
+// ejectSteps with version 3, addFDSteps with version 5.
 var (
 	vbdSteps   = map[string]bool{activities.NameDetachVBD: true, activities.NameAttachVBD: true}
 	ejectSteps = map[string]bool{activities.NameEject: true}
+	addFDSteps = map[string]bool{activities.NameAddFD: true}
 )
 
 // TestChangeMediumLocalSteps checks which steps a new run runs as local activities: all
-// but WaitFdset and AddFD, on both guest kinds; none when a benchmark asks for the oldest way
-// (BenchOptions.RegularSteps); not Eject when it asks for the way before version 3 of
-// local-short-steps (RegularEject), nor the PV disk steps before version 2 (RegularVBD); and
-// every step when it asks for WaitFdset and AddFD local too (LocalWait). The steps, their
+// but WaitFdset, on both guest kinds; none when a benchmark asks for the oldest way
+// (BenchOptions.RegularSteps); not AddFD when it asks for the way before version 5 of
+// local-short-steps (RegularAddFD), nor Eject before version 3 (RegularEject), nor the PV
+// disk steps before version 2 (RegularVBD); and every step when it asks for WaitFdset local
+// too (LocalWait). The steps, their
 // order and the outcome are the same in every way.
 func TestChangeMediumLocalSteps(t *testing.T) {
 	for _, tc := range []struct {
@@ -43,6 +45,7 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 		{"stubdom regular eject", activities.KindStubdom, &workflows.BenchOptions{RegularEject: true}, stubdomInsert},
 		{"stubdom local wait", activities.KindStubdom, &workflows.BenchOptions{LocalWait: true}, stubdomInsert},
 		{"dom0 local wait", activities.KindDom0, &workflows.BenchOptions{LocalWait: true}, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
+		{"dom0 regular addfd", activities.KindDom0, &workflows.BenchOptions{RegularAddFD: true}, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newFakeHost(tc.kind)
@@ -64,6 +67,8 @@ func TestChangeMediumLocalSteps(t *testing.T) {
 					local = local && !vbdSteps[s.Name] && !ejectSteps[s.Name]
 				case tc.bench.RegularEject:
 					local = local && !ejectSteps[s.Name]
+				case tc.bench.RegularAddFD:
+					local = local && !addFDSteps[s.Name]
 				case tc.bench.LocalWait:
 					local = true
 				}
@@ -130,4 +135,39 @@ func TestChangeMediumLocalRetriesRecorded(t *testing.T) {
 	assert.EqualValues(t, 1, rec.Attempts, "a non-retryable error is not retried: %+v", rec)
 	assert.Empty(t, rec.Failures)
 	assert.Equal(t, activities.ErrBadInput, rec.ErrorType)
+}
+
+// TestChangeMediumResumesTakenChange: a dom0 run whose worker was lost after its change took
+// (Inspect, asked again by the run, answers Taken) records and verifies the change without
+// ejecting the medium it put in; a run with AddFD regular (before version 5) never asks.
+func TestChangeMediumResumesTakenChange(t *testing.T) {
+	const taken = "/dev/fdset/9"
+	for _, tc := range []struct {
+		name  string
+		bench *workflows.BenchOptions
+		want  []string
+	}{
+		{"version 5", nil, []string{"Inspect", "Lock", "Record", "Verify", "Unlock"}},
+		{"regular addfd", &workflows.BenchOptions{RegularAddFD: true}, []string{"Inspect", "Lock", "Eject", "AddFD", "ChangeMedium", "Record", "Verify", "Unlock"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(activities.KindDom0)
+			h.Taken = taken
+			in := testInput()
+			in.Bench = tc.bench
+			_, r := newEnv(t, h, in)
+			r.execute(t, in)
+			require.NoError(t, r.err)
+			assert.Equal(t, workflows.OutcomeChanged, r.res.Outcome)
+			assert.Equal(t, tc.want, h.Names())
+			insp := fakehost.Inputs[activities.InspectInput](h, activities.NameInspect)
+			require.Len(t, insp, 1)
+			assert.Equal(t, tc.bench == nil, insp[0].Resume, "Inspect asked to resume")
+			if tc.bench == nil {
+				ver := fakehost.Inputs[activities.VerifyInput](h, activities.NameVerify)
+				require.Len(t, ver, 1)
+				assert.Equal(t, taken, ver[0].Filename, "Verify checks the file QEMU holds")
+			}
+		})
+	}
 }

@@ -371,3 +371,34 @@ func TestFleetRoundsGuard(t *testing.T) {
 		{name: "v2 without the guard (children)", history: v2, force: force(workflow.DefaultVersion), wantErr: true},
 	})
 }
+
+// TestLocalAddFDGuard: the v7 dom0 insert (version 5 of local-short-steps) runs AddFD as a
+// local step and the v6 one (version 4) as a regular activity; each replays with the guard,
+// and answered with the other's version each is a non-determinism. The v7 run resumed after
+// its change took ran no Eject, AddFD nor ChangeMedium again.
+func TestLocalAddFDGuard(t *testing.T) {
+	v6 := readHistory(t, "ChangeMedium-dom0-insert-v6.json")
+	v7 := readHistory(t, "ChangeMedium-dom0-insert-v7.json")
+	assert.Equal(t, workflows.ImpliedLimitsVersion, testenv.VersionMarkers(t, v6)[workflows.ChangeLocalSteps])
+	assert.Equal(t, workflows.LocalAddFDVersion, testenv.VersionMarkers(t, v7)[workflows.ChangeLocalSteps])
+	assert.Equal(t, ranRegular, howRan(t, v6, activities.NameAddFD), "v6: AddFD")
+	assert.Equal(t, ranLocal, howRan(t, v7, activities.NameAddFD), "v7: AddFD")
+	assert.Less(t, len(v7.GetEvents()), len(v6.GetEvents()), "v7 events: one workflow task and no activity events")
+
+	resumed := readHistory(t, "ChangeMedium-worker-crash-after-dom0-change-resumed-v7.json")
+	for _, step := range []string{activities.NameEject, activities.NameAddFD, activities.NameChangeMedium} {
+		assert.Equal(t, ranNot, howRan(t, resumed, step), "the resumed run ran %s", step)
+	}
+	assert.Equal(t, ranLocal, howRan(t, resumed, activities.NameRecord))
+
+	force := func(v workflow.Version) *forcedVersion {
+		return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
+	}
+	runGuardCases(t, []guardCase{
+		{name: "v6 with the guard", history: v6},
+		{name: "v7 with the guard", history: v7},
+		{name: "resumed v7 with the guard", history: resumed},
+		{name: "v6 without the guard (version 5)", history: v6, force: force(workflows.LocalAddFDVersion), wantErr: true},
+		{name: "v7 without the guard (version 4)", history: v7, force: force(workflows.ImpliedLimitsVersion), wantErr: true},
+	})
+}

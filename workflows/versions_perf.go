@@ -44,6 +44,14 @@ const (
 	// recorded with an older version (or none) ask changeValidateLimits as before, whose
 	// marker they carry or not.
 	impliedLimitsVersion workflow.Version = 4
+	// localAddFDVersion runs a dom0 change's AddFD as a local activity too: AddFD opens the
+	// medium and hands it to QEMU, waiting on no other party, so that a dom0 change is one
+	// workflow task from Inspect to Unlock. A worker lost in that task leaves the next one to
+	// run every step again, and Inspect, asked again by the run, answers from its note
+	// whether the change already took (InspectInput.Resume): if QEMU holds the fdset AddFD
+	// made for the new medium, only Record, Verify and Unlock run again, and the medium the
+	// run put in is never ejected.
+	localAddFDVersion workflow.Version = 5
 )
 
 // localSteps are the steps run as local activities since changeLocalSteps: each takes a few
@@ -93,7 +101,7 @@ var vbdSteps = map[string]bool{
 // runs step as a local activity: such a step is no pending activity while it runs and is
 // recorded as a LocalActivity marker.
 func RunsLocal(step string) bool {
-	return (&swap{local: true, localVBD: true, localEject: true}).isLocal(step)
+	return (&swap{local: true, localVBD: true, localEject: true, localAddFD: true}).isLocal(step)
 }
 
 // BenchOptions let a benchmark run the way ChangeMedium ran before today's tuning beside the
@@ -119,17 +127,27 @@ type BenchOptions struct {
 	// RegularEject runs Eject as a regular activity, without Inspect's note, as runs with
 	// version 2 of changeLocalSteps did.
 	RegularEject bool `json:",omitempty"`
-	// LocalWait runs WaitFdset and AddFD as local activities too (with localEjectVersion), to
-	// measure what production does not do: a run would then have no durable point between
+	// LocalWait runs WaitFdset as a local activity too (with localEjectVersion), to measure
+	// what production does not do: a stubdom run would then have no durable point between
 	// its first and last workflow task, so that a worker lost after ChangeMedium would eject
 	// the new medium again, and WaitFdset's heartbeat (its stale set ids) would be lost.
 	LocalWait bool `json:",omitempty"`
+	// RegularAddFD runs AddFD as a regular activity, as runs before localAddFDVersion did.
+	RegularAddFD bool `json:",omitempty"`
 }
 
 // isLocal says whether the run runs step as a local activity.
 func (s *swap) isLocal(step string) bool {
 	return s.local && localSteps[step] || s.localVBD && vbdSteps[step] || s.localEject && step == activities.NameEject ||
-		s.localEject && s.bench().LocalWait && (step == activities.NameWaitFdset || step == activities.NameAddFD)
+		s.localAddFD && step == activities.NameAddFD || s.localEject && s.bench().LocalWait && step == activities.NameWaitFdset
+}
+
+// addFDRunID is the run id AddFD keeps in Inspect's note (localAddFDVersion), else "".
+func (s *swap) addFDRunID() string {
+	if s.localAddFD {
+		return s.runID
+	}
+	return ""
 }
 
 // bench is the run's BenchOptions (the zero value in production).
@@ -146,12 +164,13 @@ func (s *swap) bench() BenchOptions {
 // order, since the SDK reads a workflow task's version markers before it runs the workflow
 // code and matches no command against them (TestVersionsAnsweredAsRecorded).
 func (s *swap) useLocalSteps(ctx workflow.Context) {
-	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, impliedLimitsVersion)
+	v := workflow.GetVersion(ctx, changeLocalSteps, workflow.DefaultVersion, localAddFDVersion)
 	s.stepsVersion = v
 	b := s.bench()
 	s.local = v >= 1 && !b.RegularSteps
 	s.localVBD = s.local && v >= localVBDVersion && !b.RegularVBD
 	s.localEject = s.localVBD && v >= localEjectVersion && !b.RegularEject
+	s.localAddFD = s.localEject && v >= localAddFDVersion && !b.RegularAddFD
 	if s.localEject {
 		s.runID = workflow.GetInfo(ctx).WorkflowExecution.RunID
 	}

@@ -65,6 +65,9 @@ type Host struct {
 	EmptyDrive bool
 	// InPlace makes Inspect say that the drive already holds the medium asked for.
 	InPlace bool
+	// Taken makes Inspect, asked to resume a run (InspectInput.Resume), say that the run's
+	// change already took, QEMU holding this file.
+	Taken string
 
 	mu         sync.Mutex // guards the fields below
 	calls      []Call
@@ -240,6 +243,9 @@ func (h *Host) Inspect(ctx context.Context, in activities.InspectInput) (activit
 		Medium:      in.Medium,
 		NewParams:   h.Params(in.Medium),
 		InPlace:     h.InPlace,
+	}
+	if in.Resume {
+		r.Taken = h.Taken
 	}
 	if in.Medium != "" {
 		r.Format = in.Format
