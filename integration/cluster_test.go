@@ -398,6 +398,13 @@ func swapThroughFault(t *testing.T, c *cluster, drives []*clusterDrive, workers 
 			}
 		}
 		switch {
+		case f.retried && d.dom.Kind == xensim.KindDom0 && workflows.RunsLocal(activities.NameAddFD):
+			// A dom0 swap is one workflow task: the held change ran after its worker died, and
+			// the new worker's Inspect found it taken, so the run recorded it and did not
+			// change (nor eject) the medium again.
+			_, again := stepStarted(workers[d.h.Name()].logs.String(), runs[i], activities.NameRecord)
+			assert.True(t, again, "%s on %s: the new worker did not record the change after the old one died", d.dom.Vdev, d.dom.Name)
+			assert.Equal(t, 1, changes, "%s on %s: QEMU was asked to change the medium %d times through %s", d.dom.Vdev, d.dom.Name, changes, f.name)
 		case f.retried && workflows.RunsLocal(activities.NameChangeMedium):
 			// A local step leaves no attempts in the history: the new worker's own log shows
 			// it ran the step again.
