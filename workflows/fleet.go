@@ -105,6 +105,7 @@ type fleet struct {
 	drives     map[DriveRef]roundDrive   // drives counted in flight: to start, or running
 	runs       map[DriveRef]FleetSwapRun // swaps started and not ended
 	cancelSent map[DriveRef]bool         // swaps asked to cancel
+	unsure     []FleetStart              // starts of a failed round: made or not
 	idle       int                       // rounds in a row that saw nothing
 }
 

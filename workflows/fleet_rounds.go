@@ -67,6 +67,9 @@ type FleetStart struct {
 	// Key names this start of the drive by this batch run (FleetStartMemo).
 	Key   string
 	Input ChangeMediumInput
+	// FindOnly looks for the swap started under Key, and starts none: a start a failed
+	// round may have made, once the batch no longer starts swaps.
+	FindOnly bool `json:",omitempty"`
 }
 
 // FleetStartMemo is the memo key of a swap started by a round, holding FleetStart.Key.
@@ -85,6 +88,8 @@ type FleetRoundResult struct {
 	Started []FleetSwapRun `json:",omitempty"`
 	// Busy are the drives whose swap someone else runs: not started (no RunID).
 	Busy []FleetSwapRun `json:",omitempty"`
+	// NotStarted are the FindOnly starts that were never made.
+	NotStarted []FleetSwapRun `json:",omitempty"`
 	// Canceled are the swaps of Cancel the round asked to cancel, for the record.
 	Canceled []FleetSwapRun `json:",omitempty"`
 	// Ended are the swaps that ended, of Watch and Started.
@@ -225,10 +230,16 @@ func (f *fleet) round(ctx workflow.Context) {
 	}
 	in := FleetRoundInput{Batch: f.in.Batch, Start: f.toStart, Cancel: f.toCancel,
 		Wait: roundWait, Linger: roundLinger, Enough: max(1, f.inFlight/4)}
+	for _, s := range f.unsure {
+		// Made or not by a failed round: started again under its key (found if made), or
+		// only looked for once the batch starts no more.
+		s.FindOnly = f.st.Status != FleetRunning
+		in.Start = append(in.Start, s)
+	}
 	for _, ref := range sortedRefs(f.runs) {
 		in.Watch = append(in.Watch, f.runs[ref])
 	}
-	f.toStart, f.toCancel = nil, nil
+	f.toStart, f.toCancel, f.unsure = nil, nil, nil
 	lctx := workflow.WithLocalActivityOptions(dctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: roundStartToClose,
 		// A round fails only while the server cannot be reached: it tries again as long
@@ -237,19 +248,25 @@ func (f *fleet) round(ctx workflow.Context) {
 	})
 	var out FleetRoundResult
 	if err := workflow.ExecuteLocalActivity(lctx, FleetRoundName, in).Get(lctx, &out); err != nil {
-		// Not a failure of the server (retried above): a round that cannot run at all.
-		// Its swaps may run on, unwatched: the batch halts and says so.
-		f.log.Error("Batch round failed", "error", err)
-		n := len(f.drives)
-		for _, ref := range sortedRefs(f.drives) {
-			f.forget(ref)
-		}
-		f.halt(fmt.Sprintf("a round of the batch failed (%s): %d swaps may still run; `cdswap list --batch %s` shows them",
-			ErrorMessage(err, ""), n, f.in.Batch))
+		// Cut short (its worker stopped) or out of retries: its starts may or may not have
+		// been made, and are made sure of by the next round; its cancels are asked again.
+		f.log.Warn("Batch round failed; the next round takes over", "error", err)
+		f.unsure = append(f.unsure, in.Start...)
+		f.toCancel = append(in.Cancel, f.toCancel...)
+		f.idle++
 		return
 	}
 	for _, r := range out.Started {
 		f.runs[r.Ref] = r
+	}
+	if f.st.Status == FleetCanceling {
+		f.cancelRounds() // swaps a failed round had started
+	}
+	for _, r := range out.NotStarted {
+		rd := f.forget(r.Ref)
+		if f.st.Status != FleetCanceling {
+			rd.requeue(r.Ref.Row)
+		}
 	}
 	for _, b := range out.Busy {
 		rd := f.forget(b.Ref)
@@ -265,7 +282,7 @@ func (f *fleet) round(ctx workflow.Context) {
 		rd := f.forget(e.Ref)
 		f.record(rd.d, endNamed(e.End), e.Error)
 	}
-	if len(out.Started)+len(out.Busy)+len(out.Ended)+len(in.Cancel) == 0 {
+	if len(out.Started)+len(out.Busy)+len(out.Ended)+len(out.NotStarted)+len(in.Cancel) == 0 {
 		f.idle++
 	} else {
 		f.idle = 0

@@ -49,6 +49,10 @@ type fleetRig struct {
 	refOf     map[string]workflows.DriveRef
 	cancelReq map[string]bool
 	viaChild  int // swaps run by the fake child
+	// keys are the fake rounds' starts by key (the swap id); failRounds makes that many
+	// rounds fail after their starts were made, as a round whose worker stopped.
+	keys       map[string]string
+	failRounds int
 }
 
 // fleetModes runs a test of FleetSwap with its swaps in rounds, then as children.
@@ -60,7 +64,8 @@ func fleetModes(t *testing.T, test func(t *testing.T, children bool)) {
 // newFleetRig makes a plan of hosts × perHost drives cut into pages of pageRows.
 func newFleetRig(t *testing.T, children bool, hosts, perHost, pageRows int) *fleetRig {
 	r := &fleetRig{t: t, children: children, fail: map[string]bool{}, took: map[string]time.Duration{}, perHost: map[string]int{}, maxHost: map[string]int{},
-		ends: map[string]time.Time{}, hostOf: map[string]string{}, refOf: map[string]workflows.DriveRef{}, cancelReq: map[string]bool{}}
+		ends: map[string]time.Time{}, hostOf: map[string]string{}, refOf: map[string]workflows.DriveRef{}, cancelReq: map[string]bool{},
+		keys: map[string]string{}}
 	var drives []workflows.FleetDrive
 	for i := range perHost {
 		for h := range hosts {
@@ -126,6 +131,15 @@ func (r *fleetRig) round(_ context.Context, in workflows.FleetRoundInput) (workf
 	}
 	for _, s := range in.Start {
 		id := workflows.WorkflowID(s.Input.Host, s.Input.DomID, s.Input.Vdev)
+		if got, ok := r.keys[s.Key]; ok {
+			out.Started = append(out.Started, workflows.FleetSwapRun{Ref: s.Ref, ID: got, RunID: "run-" + got})
+			continue
+		}
+		if s.FindOnly {
+			out.NotStarted = append(out.NotStarted, workflows.FleetSwapRun{Ref: s.Ref, ID: id})
+			continue
+		}
+		r.keys[s.Key] = id
 		r.started = append(r.started, id)
 		r.inFlight++
 		r.perHost[s.Input.Host]++
@@ -137,6 +151,10 @@ func (r *fleetRig) round(_ context.Context, in workflows.FleetRoundInput) (workf
 		}
 		r.ends[id], r.hostOf[id], r.refOf[id] = now.Add(took), s.Input.Host, s.Ref
 		out.Started = append(out.Started, workflows.FleetSwapRun{Ref: s.Ref, ID: id, RunID: "run-" + id})
+	}
+	if r.failRounds > 0 && len(in.Start) > 0 {
+		r.failRounds--
+		return workflows.FleetRoundResult{}, temporal.NewCanceledError("the worker stopped")
 	}
 	for _, id := range slices.Sorted(maps.Keys(r.ends)) {
 		res := workflows.ChangeMediumResult{Old: "/isos/old.iso", New: "/isos/new.iso", Outcome: workflows.OutcomeChanged}
@@ -475,4 +493,34 @@ func testFleetContinueAsNew(t *testing.T, children bool) {
 	assert.Equal(t, 1, res.Failed)
 	assert.Len(t, r.started, 12)
 	assert.LessOrEqual(t, r.maxFlight, 3)
+}
+
+// A round that fails after its starts were made (its worker stopped) loses nothing: the next
+// round finds those starts by their keys and starts none twice, and the batch ends done.
+func TestFleetRoundFails(t *testing.T) {
+	r := newFleetRig(t, false, 2, 4, 100)
+	r.failRounds = 2
+	res := r.run(r.input(func(in *workflows.FleetSwapInput) {
+		in.Limits = workflows.FleetLimits{Global: 4, PerHost: 2}
+	}))
+	assert.Equal(t, workflows.FleetDone, res.Status)
+	assert.Equal(t, 8, res.Changed)
+	assert.Len(t, r.started, 8, "every drive started once: %v", r.started)
+	assert.Zero(t, r.failRounds)
+}
+
+// A round that fails after its starts were made, then a cancel: the next round only looks
+// for those starts (FindOnly), and cancels the ones it finds.
+func TestFleetRoundFailsThenCancel(t *testing.T) {
+	r := newFleetRig(t, false, 2, 4, 100)
+	r.failRounds = 1
+	r.update(500*time.Millisecond, workflows.UpdateCancel, true, nil)
+	res := r.run(r.input(func(in *workflows.FleetSwapInput) {
+		in.Canary.Off = true
+		in.Limits = workflows.FleetLimits{Global: 4, PerHost: 2}
+	}))
+	assert.Equal(t, workflows.FleetCanceled, res.Status)
+	assert.Len(t, r.started, 4, "the first round's starts, none after: %v", r.started)
+	assert.ElementsMatch(t, r.started, r.canceled, "every swap started was canceled")
+	assert.Equal(t, 4, res.Canceled)
 }

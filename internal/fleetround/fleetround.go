@@ -68,22 +68,22 @@ func (r *Rounds) FleetRound(ctx context.Context, in workflows.FleetRoundInput) (
 		}
 	}
 	out.Canceled = in.Cancel
-	started, busy, err := r.startAll(ctx, in.Start)
+	started, busy, notStarted, err := r.startAll(ctx, in.Start)
 	if err != nil {
 		return out, err
 	}
-	out.Started, out.Busy = started, busy
+	out.Started, out.Busy, out.NotStarted = started, busy, notStarted
 	ended, err := r.wait(ctx, slices.Concat(in.Watch, started), in.Wait, in.Linger, max(1, in.Enough))
 	out.Ended = ended
 	return out, err
 }
 
 // startAll starts every swap of starts, startParallel at a time.
-func (r *Rounds) startAll(ctx context.Context, starts []workflows.FleetStart) ([]workflows.FleetSwapRun, []workflows.FleetSwapRun, error) {
+func (r *Rounds) startAll(ctx context.Context, starts []workflows.FleetStart) (started, busy, notStarted []workflows.FleetSwapRun, err error) {
 	type result struct {
-		run  workflows.FleetSwapRun
-		busy bool
-		err  error
+		run        workflows.FleetSwapRun
+		busy, none bool
+		err        error
 	}
 	results := make([]result, len(starts))
 	sem := make(chan struct{}, startParallel)
@@ -92,11 +92,10 @@ func (r *Rounds) startAll(ctx context.Context, starts []workflows.FleetStart) ([
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i].run, results[i].busy, results[i].err = r.start(ctx, s)
+			results[i].run, results[i].busy, results[i].none, results[i].err = r.start(ctx, s)
 		})
 	}
 	wg.Wait()
-	var started, busy []workflows.FleetSwapRun
 	var errs []error
 	for _, res := range results {
 		switch {
@@ -104,30 +103,34 @@ func (r *Rounds) startAll(ctx context.Context, starts []workflows.FleetStart) ([
 			errs = append(errs, res.err)
 		case res.busy:
 			busy = append(busy, res.run)
+		case res.none:
+			notStarted = append(notStarted, res.run)
 		default:
 			started = append(started, res.run)
 		}
 	}
 	// A failed start fails the round, which is tried again: the starts it made are found
 	// then by their keys.
-	return started, busy, errors.Join(errs...)
+	return started, busy, notStarted, errors.Join(errs...)
 }
 
 // start starts one swap, unless this start was made already (by an attempt of the round
 // on a worker that died before the round was recorded), or someone else's swap runs on
-// the drive (busy).
-func (r *Rounds) start(ctx context.Context, s workflows.FleetStart) (workflows.FleetSwapRun, bool, error) {
+// the drive (busy), or s.FindOnly and it was never made (none).
+func (r *Rounds) start(ctx context.Context, s workflows.FleetStart) (run workflows.FleetSwapRun, busy, none bool, err error) {
 	opts := workflows.StartOptions(s.Input)
-	run := workflows.FleetSwapRun{Ref: s.Ref, ID: opts.ID}
+	run = workflows.FleetSwapRun{Ref: s.Ref, ID: opts.ID}
 	runID, ours, running, err := r.current(ctx, opts.ID, s.Key)
 	switch {
 	case err != nil:
-		return run, false, err
+		return run, false, false, err
 	case ours:
 		run.RunID = runID
-		return run, false, nil
+		return run, false, false, nil
+	case s.FindOnly:
+		return run, false, true, nil
 	case running:
-		return run, true, nil
+		return run, true, false, nil
 	}
 	opts.Memo = maps.Clone(opts.Memo)
 	if opts.Memo == nil {
@@ -137,13 +140,13 @@ func (r *Rounds) start(ctx context.Context, s workflows.FleetStart) (workflows.F
 	we, err := r.Client.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, s.Input)
 	var already *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &already) {
-		return run, true, nil // someone else's swap started since current looked
+		return run, true, false, nil // someone else's swap started since current looked
 	}
 	if err != nil {
-		return run, false, fmt.Errorf("start swap %s: %w", opts.ID, err)
+		return run, false, false, fmt.Errorf("start swap %s: %w", opts.ID, err)
 	}
 	run.RunID = we.GetRunID()
-	return run, false, nil
+	return run, false, false, nil
 }
 
 // current looks at the drive's last swap: whether it is the one started with key (ours,
