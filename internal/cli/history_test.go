@@ -206,7 +206,9 @@ func TestListQuery(t *testing.T) {
 // local-short-steps: LocalActivity markers, one per attempt) and compares them with the
 // golden text in testdata/: each local step is one step, with its attempts, times and
 // earlier failures from the run's step records, and restore steps are marked. v4 runs
-// DetachVBD and AttachVBD as local steps too, v5 Eject. To rewrite the golden files:
+// DetachVBD and AttachVBD as local steps too, v5 Eject, v7 dom0's AddFD (a dom0 run is one
+// workflow task; the resumed one shows the lost worker and the steps run again). To rewrite
+// the golden files:
 // go test ./internal/cli -run TestHistoryGoldenLocalSteps -update
 func TestHistoryGoldenLocalSteps(t *testing.T) {
 	for _, tc := range []struct{ name, version, golden string }{
@@ -221,6 +223,8 @@ func TestHistoryGoldenLocalSteps(t *testing.T) {
 		{"stubdom-insert", "v5", "local-stubdom-insert-v5.txt"},
 		{"worker-crash-in-local-eject-resumed", "v5", "local-worker-crash-in-local-eject-resumed-v5.txt"},
 		{"fdset-timeout-restored", "v5", "local-fdset-timeout-restored-v5.txt"},
+		{"dom0-insert", "v7", "local-dom0-insert-v7.txt"},
+		{"worker-crash-after-dom0-change-resumed", "v7", "local-worker-crash-after-dom0-change-resumed-v7.txt"},
 	} {
 		name := tc.name
 		t.Run(name+"-"+tc.version, func(t *testing.T) {
