@@ -36,11 +36,13 @@ const (
 // forcedVersion is a worker interceptor that answers workflow.GetVersion for one change id
 // with a fixed version, without recording a marker: the workflow then runs as if that
 // GetVersion call had been replaced by the constant, which is what deleting the guard (and
-// keeping only the branch of that version) does to the code.
+// keeping only the branch of that version) does to the code. With no changeID it changes
+// nothing. With got, it notes what each GetVersion answered, change id to version.
 type forcedVersion struct {
 	interceptor.WorkerInterceptorBase
 	changeID string
 	version  workflow.Version
+	got      map[string]workflow.Version
 }
 
 func (f *forcedVersion) InterceptWorkflow(_ workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
@@ -66,10 +68,14 @@ type forcedVersionOutbound struct {
 }
 
 func (o *forcedVersionOutbound) GetVersion(ctx workflow.Context, changeID string, minSupported, maxSupported workflow.Version) workflow.Version {
-	if changeID == o.f.changeID {
-		return o.f.version
+	v := o.f.version
+	if changeID != o.f.changeID || o.f.changeID == "" {
+		v = o.Next.GetVersion(ctx, changeID, minSupported, maxSupported)
 	}
-	return o.Next.GetVersion(ctx, changeID, minSupported, maxSupported)
+	if o.f.got != nil {
+		o.f.got[changeID] = v
+	}
+	return v
 }
 
 // readHistory decodes a recorded history of testdata/histories.
@@ -256,41 +262,6 @@ func runGuardCases(t *testing.T, cases []guardCase) {
 	}
 }
 
-// answeredVersions is a worker interceptor that notes what each workflow.GetVersion of a
-// run answered, change id to version, and changes nothing.
-type answeredVersions struct {
-	interceptor.WorkerInterceptorBase
-	got map[string]workflow.Version
-}
-
-func (a *answeredVersions) InterceptWorkflow(_ workflow.Context, next interceptor.WorkflowInboundInterceptor) interceptor.WorkflowInboundInterceptor {
-	in := &answeredVersionsInbound{a: a}
-	in.Next = next
-	return in
-}
-
-type answeredVersionsInbound struct {
-	interceptor.WorkflowInboundInterceptorBase
-	a *answeredVersions
-}
-
-func (i *answeredVersionsInbound) Init(outbound interceptor.WorkflowOutboundInterceptor) error {
-	out := &answeredVersionsOutbound{a: i.a}
-	out.Next = outbound
-	return i.Next.Init(out)
-}
-
-type answeredVersionsOutbound struct {
-	interceptor.WorkflowOutboundInterceptorBase
-	a *answeredVersions
-}
-
-func (o *answeredVersionsOutbound) GetVersion(ctx workflow.Context, changeID string, minSupported, maxSupported workflow.Version) workflow.Version {
-	v := o.Next.GetVersion(ctx, changeID, minSupported, maxSupported)
-	o.a.got[changeID] = v
-	return v
-}
-
 // markerOrder returns the change ids of h's version markers in the order recorded.
 func markerOrder(t *testing.T, h *historypb.History) []string {
 	t.Helper()
@@ -327,7 +298,7 @@ func TestVersionsAnsweredAsRecorded(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			h := readHistory(t, filepath.Base(f))
 			recorded := testenv.VersionMarkers(t, h)
-			a := &answeredVersions{got: map[string]workflow.Version{}}
+			a := &forcedVersion{got: map[string]workflow.Version{}}
 			require.NoError(t, replayHistory(h, a))
 			for id, v := range recorded {
 				assert.Equal(t, v, a.got[id], "GetVersion(%q)", id)
