@@ -242,8 +242,8 @@ func (f *fleet) round(ctx workflow.Context) {
 	f.toStart, f.toCancel, f.unsure = nil, nil, nil
 	lctx := workflow.WithLocalActivityOptions(dctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: roundStartToClose,
-		// A round fails only while the server cannot be reached: it tries again as long
-		// as the batch runs.
+		// A server out of reach fails a round's attempt: the next tries again. A round
+		// that fails all the same is taken over by the next round (below).
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
 	})
 	var out FleetRoundResult
