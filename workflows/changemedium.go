@@ -210,6 +210,7 @@ type swap struct {
 	localVBD        bool   // so do DetachVBD and AttachVBD (localVBDVersion)
 	localEject      bool   // and Eject (localEjectVersion)
 	localAddFD      bool   // and AddFD (localAddFDVersion)
+	resumed         bool   // the change had taken before a worker was lost (InspectResult.Taken)
 	runID           string // the run's id, for Inspect's note (localEjectVersion), else ""
 	locked          bool   // Lock was scheduled: Unlock must run
 	failedAt        string // the step whose failure ended the change
@@ -335,6 +336,7 @@ func (s *swap) change(ctx, dctx workflow.Context) end {
 			return end{outcome: OutcomeFailed, errType: ErrSwapFailed, cause: temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("Inspect answered taken %q, not an fdset: a worker bug, nothing was changed", insp.Taken), errInspectMismatch, err)}
 		}
+		s.resumed = true
 		if err := s.recordAndVerify(ctx, insp.Medium, insp.Format, insp.NewParams, insp.Taken); err != nil {
 			return s.restore(dctx, err, isCanceled(ctx, err))
 		}
@@ -517,12 +519,17 @@ func (s *swap) insertDom0(ctx workflow.Context, medium, format string) (string, 
 
 // recordAndVerify writes libxl's records and checks QEMU's view.
 func (s *swap) recordAndVerify(ctx workflow.Context, medium, format, params, filename string) error {
+	detail := "params " + params
+	if s.resumed {
+		// The history then says why Eject, AddFD and ChangeMedium are not there.
+		detail += "; the change had taken before a worker was lost"
+	}
 	if _, err := call(s, ctx, activities.NameRecord, act.Record, activities.RecordInput{
 		Drive: s.drive, Key: s.key, Medium: medium, Format: format, Params: params,
-	}, "params "+params); err != nil {
+	}, detail); err != nil {
 		return err
 	}
-	detail := "empty"
+	detail = "empty"
 	if filename != "" {
 		detail = filename
 	}

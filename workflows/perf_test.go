@@ -167,6 +167,9 @@ func TestChangeMediumResumesTakenChange(t *testing.T) {
 				ver := fakehost.Inputs[activities.VerifyInput](h, activities.NameVerify)
 				require.Len(t, ver, 1)
 				assert.Equal(t, taken, ver[0].Filename, "Verify checks the file QEMU holds")
+				i := slices.IndexFunc(r.res.Steps, func(s workflows.StepRecord) bool { return s.Name == activities.NameRecord })
+				require.GreaterOrEqual(t, i, 0)
+				assert.Contains(t, r.res.Steps[i].Detail, "the change had taken before a worker was lost", "Record's detail says why the history has no Eject")
 			}
 		})
 	}
