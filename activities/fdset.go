@@ -415,7 +415,7 @@ func (a *Activities) AddFD(ctx context.Context, in AddFDInput) (AddFDResult, err
 		return AddFDResult{}, err
 	}
 	if in.RunID != "" {
-		if err := noteAddedFdset(a.inspectNotePath(d.DomID, info.UUID, d.DevID), in.RunID, res.FdsetID); err != nil {
+		if err := noteAddedFdset(a.inspectNotePath(d.DomID, info.UUID, d.DevID), in.RunID, medium, f, res.FdsetID); err != nil {
 			return AddFDResult{}, err
 		}
 	}

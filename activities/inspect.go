@@ -114,11 +114,14 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 			res := note.Result
 			res.Meta = NewMeta(ctx)
 			if in.Resume && note.AddedFdset != nil {
-				q, err := a.askQEMU(ctx, f)
-				if err != nil {
-					return InspectResult{}, err
+				// Whether the change took is a reading only: a paused guest, or a QEMU that
+				// cannot be asked now, leaves the run to go through its steps again, as
+				// it would without the answer.
+				if q, err := a.readQEMU(ctx, f); err != nil {
+					log.Warn("Cannot ask QEMU whether this run's change took; its steps run again", "error", err)
+				} else {
+					res.Taken = takenFile(res, q, *note.AddedFdset)
 				}
-				res.Taken = takenFile(res, q, *note.AddedFdset)
 			}
 			log.Warn("Answered as before for this run, from its note: a worker stopped after the drive may have been touched",
 				"note", notePath, "old", res.OldMedium, "new", res.Medium, "taken", res.Taken)
@@ -159,7 +162,7 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 // say which medium it was; the note can, since AddFD runs after the run's eject: a set of
 // that id in the drive can only have been put there by the run's own ChangeMedium.
 func takenFile(res InspectResult, q qemuState, added int64) string {
-	if res.Drive.Kind != KindDom0 || res.Medium == "" || trayOpen(q.block) {
+	if res.Drive.Kind != KindDom0 || res.Medium == "" || q.block == nil || trayOpen(q.block) {
 		return ""
 	}
 	if file := insertedFile(q.block); file == FdsetFilename(added) {
@@ -252,9 +255,29 @@ type qemuState struct {
 	sets   []qmp.FdsetInfo
 }
 
-// askQEMU reads the guest QEMU's version, the drive's query-block entry and the fdsets. It
-// refuses a QEMU without blockdev-change-medium, or without the drive.
+// askQEMU reads the guest QEMU's state (readQEMU). It refuses a QEMU without
+// blockdev-change-medium, or without the drive, or whose guest is not running.
 func (a *Activities) askQEMU(ctx context.Context, f inspected) (qemuState, error) {
+	q, err := a.readQEMU(ctx, f)
+	if err != nil {
+		return qemuState{}, err
+	}
+	if !q.ver.AtLeast(2, 5, 0) {
+		return qemuState{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
+			"QEMU %s of domain %s is older than 2.5 and has no blockdev-change-medium: upgrade the device model", q.ver, f.drive.domainName())
+	}
+	if q.block == nil {
+		return qemuState{}, noDrive(ctx, f.drive, q.ver, nil)
+	}
+	if err := guestRunning(ctx, f.drive, q.status, true); err != nil {
+		return qemuState{}, err
+	}
+	return q, nil
+}
+
+// readQEMU reads the guest QEMU's version, run state, the drive's query-block entry (nil if
+// QEMU has no such drive) and the fdsets, and judges none of it.
+func (a *Activities) readQEMU(ctx context.Context, f inspected) (qemuState, error) {
 	var q qemuState
 	var blocks []qmp.BlockInfo
 	err := a.withQMP(ctx, f.info, func(c *qmp.Client) error {
@@ -274,16 +297,7 @@ func (a *Activities) askQEMU(ctx context.Context, f inspected) (qemuState, error
 	if err != nil {
 		return qemuState{}, err
 	}
-	if !q.ver.AtLeast(2, 5, 0) {
-		return qemuState{}, NewError(ctx, ErrUnsupportedDeviceModel, false, nil,
-			"QEMU %s of domain %s is older than 2.5 and has no blockdev-change-medium: upgrade the device model", q.ver, f.drive.domainName())
-	}
-	if q.block = findBlock(blocks, f.drive.DevID.QEMUID()); q.block == nil {
-		return qemuState{}, noDrive(ctx, f.drive, q.ver, nil)
-	}
-	if err := guestRunning(ctx, f.drive, q.status, true); err != nil {
-		return qemuState{}, err
-	}
+	q.block = findBlock(blocks, f.drive.DevID.QEMUID())
 	return q, nil
 }
 

@@ -66,14 +66,19 @@ func readInspectNote(path, runID string) (inspectNote, bool, error) {
 	return n, true, nil
 }
 
-// noteAddedFdset keeps in run runID's note at path the fdset its AddFD made; a run without
-// a note (none kept: RunID "") keeps nothing.
-func noteAddedFdset(path, runID string, id int64) error {
+// noteAddedFdset keeps in run runID's note at path the fdset id its AddFD made for medium
+// of format, when that is the medium the run asked for. An AddFD of another medium (the old
+// one, which a restore puts back) clears it: that set in the drive says the change was
+// undone, not that it took. A run without a note (none kept: RunID "") keeps nothing.
+func noteAddedFdset(path, runID, medium, format string, id int64) error {
 	n, ok, err := readInspectNote(path, runID)
 	if err != nil || !ok {
 		return err
 	}
-	n.AddedFdset = &id
+	n.AddedFdset = nil
+	if medium == n.Result.Medium && format == n.Result.Format {
+		n.AddedFdset = &id
+	}
 	return writeInspectNote(path, n)
 }
 

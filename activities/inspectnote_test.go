@@ -96,9 +96,35 @@ func TestTakenFile(t *testing.T) {
 		{"a medium by path", res, state("/isos/new.iso", &closed), ""},
 		{"stubdom", stub, state("/dev/fdset/3", &closed), ""},
 		{"eject", eject, state("", &open), ""},
+		{"QEMU without the drive", res, qemuState{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, takenFile(tc.res, tc.q, 3))
 		})
 	}
+}
+
+// TestNoteAddedFdset: the run's note keeps the set AddFD made for the medium the run asked
+// for; an AddFD of the old medium (a restore) clears it, so that the old medium back in the
+// drive is never taken for the change; another run's note is left alone.
+func TestNoteAddedFdset(t *testing.T) {
+	path := t.TempDir() + "/note"
+	res := InspectResult{Drive: Drive{Kind: KindDom0}, Medium: "/isos/new.iso", Format: "raw", OldMedium: "/isos/old.iso", OldFormat: "raw"}
+	require.NoError(t, writeInspectNote(path, inspectNote{RunID: "run-1", Result: res}))
+	added := func() *int64 {
+		n, ok, err := readInspectNote(path, "run-1")
+		require.NoError(t, err)
+		require.True(t, ok)
+		return n.AddedFdset
+	}
+
+	require.NoError(t, noteAddedFdset(path, "run-1", "/isos/new.iso", "raw", 3))
+	require.NotNil(t, added())
+	assert.EqualValues(t, 3, *added())
+	require.NoError(t, noteAddedFdset(path, "run-1", "/isos/old.iso", "raw", 4), "the restore's AddFD")
+	assert.Nil(t, added(), "the old medium's set is not the change's")
+	require.NoError(t, noteAddedFdset(path, "run-1", "/isos/new.iso", "qcow2", 5))
+	assert.Nil(t, added(), "the same path in another format is another medium")
+	require.NoError(t, noteAddedFdset(path, "run-2", "/isos/new.iso", "raw", 6))
+	assert.Nil(t, added(), "another run's AddFD leaves this run's note alone")
 }

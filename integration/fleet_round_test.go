@@ -35,7 +35,7 @@ func TestFleetRoundStartsOnce(t *testing.T) {
 	require.NoError(t, h.SetFault(ctx, d.Name, xensim.KnobAddFDDelay, "2s"))
 
 	r := &fleetround.Rounds{Client: the.client}
-	first, err := r.FleetRound(ctx, workflows.FleetRoundInput{Batch: in.BatchID, Start: []workflows.FleetStart{start}, Wait: time.Millisecond})
+	first, err := r.FleetRound(ctx, workflows.FleetRoundInput{Start: []workflows.FleetStart{start}, Wait: time.Millisecond})
 	require.NoError(t, err)
 	require.Len(t, first.Started, 1, "%+v", first)
 	run := first.Started[0]
@@ -43,25 +43,25 @@ func TestFleetRoundStartsOnce(t *testing.T) {
 	assert.Empty(t, first.Ended, "the swap cannot have ended within a millisecond")
 
 	// Another worker runs the same round again: the start is found, not made.
-	again, err := (&fleetround.Rounds{Client: the.client}).FleetRound(ctx, workflows.FleetRoundInput{Batch: in.BatchID,
+	again, err := (&fleetround.Rounds{Client: the.client}).FleetRound(ctx, workflows.FleetRoundInput{
 		Start: []workflows.FleetStart{start}, Wait: time.Millisecond})
 	require.NoError(t, err)
 	assert.Equal(t, []workflows.FleetSwapRun{run}, again.Started)
 	// A start under another key (another batch, or a later try) finds the drive busy.
 	other := start
 	other.Key = "run-2/0/3/0"
-	busy, err := r.FleetRound(ctx, workflows.FleetRoundInput{Batch: in.BatchID, Start: []workflows.FleetStart{other}, Wait: time.Millisecond})
+	busy, err := r.FleetRound(ctx, workflows.FleetRoundInput{Start: []workflows.FleetStart{other}, Wait: time.Millisecond})
 	require.NoError(t, err)
 	assert.Equal(t, []workflows.FleetSwapRun{{Ref: ref, ID: id}}, busy.Busy)
 	assert.Empty(t, busy.Started)
 
 	// The wait reports the swap's end.
-	ended, err := r.FleetRound(ctx, workflows.FleetRoundInput{Batch: in.BatchID, Watch: []workflows.FleetSwapRun{run}, Wait: time.Minute, Enough: 1})
+	ended, err := r.FleetRound(ctx, workflows.FleetRoundInput{Watch: []workflows.FleetSwapRun{run}, Wait: time.Minute, Enough: 1})
 	require.NoError(t, err)
 	assert.Equal(t, []workflows.FleetSwapEnd{{Ref: ref, End: workflows.SwapEndChanged}}, ended.Ended)
 
 	// Made again after the swap ended (the round re-run late), the start is still found.
-	late, err := r.FleetRound(ctx, workflows.FleetRoundInput{Batch: in.BatchID, Start: []workflows.FleetStart{start}, Wait: time.Minute, Enough: 1})
+	late, err := r.FleetRound(ctx, workflows.FleetRoundInput{Start: []workflows.FleetStart{start}, Wait: time.Minute, Enough: 1})
 	require.NoError(t, err)
 	assert.Equal(t, []workflows.FleetSwapRun{run}, late.Started)
 	assert.Equal(t, []workflows.FleetSwapEnd{{Ref: ref, End: workflows.SwapEndChanged}}, late.Ended)

@@ -46,7 +46,6 @@ const (
 // FleetRoundInput is one round of a batch: swaps to start and to cancel, then a wait for
 // the running ones to end.
 type FleetRoundInput struct {
-	Batch string
 	// Start are the swaps to start. A start already made by an earlier attempt of the
 	// round (its worker died before the round was recorded) is found by its Key, not made
 	// again.
@@ -228,7 +227,7 @@ func (f *fleet) round(ctx workflow.Context) {
 	if f.inFlight == 0 && len(f.toCancel) == 0 {
 		return
 	}
-	in := FleetRoundInput{Batch: f.in.Batch, Start: f.toStart, Cancel: f.toCancel,
+	in := FleetRoundInput{Start: f.toStart, Cancel: f.toCancel,
 		Wait: roundWait, Linger: roundLinger, Enough: max(1, f.inFlight/4)}
 	for _, s := range f.unsure {
 		// Made or not by a failed round: started again under its key (found if made), or

@@ -78,6 +78,11 @@ func (o *forcedVersionOutbound) GetVersion(ctx workflow.Context, changeID string
 	return v
 }
 
+// forceLocalSteps answers GetVersion local-short-steps with v (forcedVersion).
+func forceLocalSteps(v workflow.Version) *forcedVersion {
+	return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
+}
+
 // readHistory decodes a recorded history of testdata/histories.
 func readHistory(t *testing.T, name string) *historypb.History {
 	t.Helper()
@@ -216,19 +221,16 @@ func TestLocalStepsGuard(t *testing.T) {
 		}
 	}
 
-	force := func(v workflow.Version) *forcedVersion {
-		return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
-	}
 	runGuardCases(t, []guardCase{
 		{name: "v3 with the guard", history: v3},
 		{name: "v4 with the guard", history: v4},
 		{name: "v5 with the guard", history: v5},
-		{name: "v3 without the guard (version 2 only)", history: v3, force: force(workflows.LocalVBDVersion), wantErr: true},
-		{name: "v4 without the guard (version 1 only)", history: v4, force: force(1), wantErr: true},
-		{name: "v4 without the guard (version 3 only)", history: v4, force: force(workflows.LocalEjectVersion), wantErr: true},
-		{name: "v5 without the guard (version 2 only)", history: v5, force: force(workflows.LocalVBDVersion), wantErr: true},
+		{name: "v3 without the guard (version 2 only)", history: v3, force: forceLocalSteps(workflows.LocalVBDVersion), wantErr: true},
+		{name: "v4 without the guard (version 1 only)", history: v4, force: forceLocalSteps(1), wantErr: true},
+		{name: "v4 without the guard (version 3 only)", history: v4, force: forceLocalSteps(workflows.LocalEjectVersion), wantErr: true},
+		{name: "v5 without the guard (version 2 only)", history: v5, force: forceLocalSteps(workflows.LocalVBDVersion), wantErr: true},
 		{name: "v6 with the guard", history: v6},
-		{name: "v6 without the guard (version 2 only)", history: v6, force: force(workflows.LocalVBDVersion), wantErr: true},
+		{name: "v6 without the guard (version 2 only)", history: v6, force: forceLocalSteps(workflows.LocalVBDVersion), wantErr: true},
 	})
 }
 
@@ -362,14 +364,11 @@ func TestLocalAddFDGuard(t *testing.T) {
 	}
 	assert.Equal(t, ranLocal, howRan(t, resumed, activities.NameRecord))
 
-	force := func(v workflow.Version) *forcedVersion {
-		return &forcedVersion{changeID: workflows.ChangeLocalSteps, version: v}
-	}
 	runGuardCases(t, []guardCase{
 		{name: "v6 with the guard", history: v6},
 		{name: "v7 with the guard", history: v7},
 		{name: "resumed v7 with the guard", history: resumed},
-		{name: "v6 without the guard (version 5)", history: v6, force: force(workflows.LocalAddFDVersion), wantErr: true},
-		{name: "v7 without the guard (version 4)", history: v7, force: force(workflows.ImpliedLimitsVersion), wantErr: true},
+		{name: "v6 without the guard (version 5)", history: v6, force: forceLocalSteps(workflows.LocalAddFDVersion), wantErr: true},
+		{name: "v7 without the guard (version 4)", history: v7, force: forceLocalSteps(workflows.ImpliedLimitsVersion), wantErr: true},
 	})
 }

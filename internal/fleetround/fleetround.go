@@ -172,6 +172,7 @@ func (r *Rounds) current(ctx context.Context, id, key string) (runID string, our
 
 // wait waits for runs to end as FleetRound says, and returns the ends it saw.
 func (r *Rounds) wait(ctx context.Context, runs []workflows.FleetSwapRun, wait, linger time.Duration, enough int) ([]workflows.FleetSwapEnd, error) {
+	r.dropOld()
 	ws := make([]*watch, len(runs))
 	for i, run := range runs {
 		ws[i] = r.watch(run)
@@ -243,16 +244,22 @@ func (r *Rounds) watch(run workflows.FleetSwapRun) *watch {
 	if w, ok := r.watches[run.RunID]; ok {
 		return w
 	}
-	// Ends no round collected are dropped once old: their batches went on elsewhere.
+	w := &watch{done: make(chan struct{})}
+	r.watches[run.RunID] = w
+	go r.follow(run, w)
+	return w
+}
+
+// dropOld drops the ends no round collected once they are old: their batches went on on
+// another worker, or ended.
+func (r *Rounds) dropOld() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for id, w := range r.watches {
 		if isDone(w) && time.Since(w.ended) > keepEnded {
 			delete(r.watches, id)
 		}
 	}
-	w := &watch{done: make(chan struct{})}
-	r.watches[run.RunID] = w
-	go r.follow(run, w)
-	return w
 }
 
 // follow waits for run to close, through any outage of the server, and rings the bell.
