@@ -288,6 +288,11 @@ type InspectInput struct {
 	// AddFD a local step set it, since a dom0 change is then one workflow task from Inspect
 	// to Unlock, and a worker lost after ChangeMedium must not eject what it put in.
 	Resume bool `json:",omitempty"`
+	// NoteOnly, with RunID, asks only for the answer kept in the run's note: that answer
+	// (InspectResult.FromNote), or an empty result when there is none. QEMU is not asked and
+	// no note is kept. A run canceled before its Inspect answered asks it, since an attempt
+	// of its workflow task that was lost may have inspected and ejected already.
+	NoteOnly bool `json:",omitempty"`
 }
 
 // InspectResult is the drive's state now and the validated change.
@@ -330,6 +335,8 @@ type InspectResult struct {
 	// Medium: the change took before the run's worker was lost, and only Record, Verify and
 	// Unlock are left. "" otherwise.
 	Taken string `json:",omitempty"`
+	// FromNote is true when the answer is the one the run's note kept (InspectInput.RunID).
+	FromNote bool `json:",omitempty"`
 }
 
 // LockInput names libxl's device-changes lock of a domain.

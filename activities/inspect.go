@@ -113,6 +113,7 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 		if ok {
 			res := note.Result
 			res.Meta = NewMeta(ctx)
+			res.FromNote = true
 			if in.Resume && note.AddedFdset != nil {
 				// Whether the change took is a reading only: a paused guest, or a QEMU that
 				// cannot be asked now, leaves the run to go through its steps again, as
@@ -126,6 +127,9 @@ func (a *Activities) Inspect(ctx context.Context, in InspectInput) (InspectResul
 			log.Warn("Answered as before for this run, from its note: a worker stopped after the drive may have been touched",
 				"note", notePath, "old", res.OldMedium, "new", res.Medium, "taken", res.Taken)
 			return res, nil
+		}
+		if in.NoteOnly {
+			return InspectResult{Meta: NewMeta(ctx)}, nil
 		}
 	}
 	if f.stubMissing {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +18,8 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/cdswap/cdswap/activities"
 	"github.com/cdswap/cdswap/internal/qmp/qmptest"
@@ -421,63 +424,96 @@ func TestCrashBeforeStubdomAddFD(t *testing.T) {
 // Inspect again on a drive that is now empty; answered afresh, it would know no old medium
 // and the restore after the failed change would leave the drive empty. From its note it
 // answers as before: the change fails at the missing medium and the old one is put back.
+//
+// Canceled instead while no worker runs, the run is canceled from the start of the next
+// worker's task, before its Inspect answers: it asks the note, finds the lost attempt's
+// answer and puts the old medium back (cancel-at-inspect-checks-note), where it used to end
+// canceled with the drive empty.
 func TestCrashInEjectRestoresOldMedium(t *testing.T) {
 	need(t)
 	t.Parallel()
 	for _, kind := range []xensim.Kind{xensim.KindStubdom, xensim.KindDom0} {
-		t.Run(string(kind), func(t *testing.T) {
-			t.Parallel()
-			h := startHost(t, xensim.Config{
-				HostName: hostName("crash-eject-note-" + string(kind)), Domains: []xensim.DomainSpec{{Kind: kind}},
-				QEMU: xensim.QEMUFake, AgentDelay: -1,
+		for _, then := range []string{"medium gone", "canceled"} {
+			t.Run(string(kind)+"/"+then, func(t *testing.T) {
+				t.Parallel()
+				crashInEject(t, kind, then == "canceled")
 			})
-			dom := domainOf(t, h, kind)
-			fake := h.QEMU(dom.DomID).Fake()
-			w := startWorker(t, h, workerOpts{})
-			old := iso(h, xensim.ISOTools)
-			swapOK(t, h, dom, old, workflows.OutcomeChanged)
-
-			doomed := filepath.Join(h.ISODir(), "doomed.iso")
-			b, err := os.ReadFile(iso(h, xensim.ISORescue))
-			require.NoError(t, err)
-			require.NoError(t, os.WriteFile(doomed, b, 0o644))
-
-			ejects := func() int { return countOf(fake.Commands(), "eject") }
-			before := ejects()
-			fake.Delay("eject", holdFor)
-			ctx := testenv.Context(t, 2*time.Minute)
-			// A workflow task timeout of 10 s instead of 2: the SDK completes a task whose
-			// local steps run past 80 % of it, which on a loaded machine could record
-			// Inspect's answer in the history before the kill and leave the note unused.
-			in := swapInput(h, dom, doomed, "")
-			opts := workflows.StartOptions(in)
-			opts.WorkflowTaskTimeout = 10 * time.Second
-			run, err := the.client.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, in)
-			require.NoError(t, err)
-			waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, activities.NameEject)
-			// The step starts before it sends the eject: kill only once QEMU has it (the
-			// fake logs a command as it arrives, then holds its answer holdFor).
-			require.Eventually(t, func() bool { return ejects() > before }, holdFor, 5*time.Millisecond,
-				"Eject did not send the eject to QEMU")
-			w.kill()
-			fake.Delay("eject", 0)
-			require.Eventually(t, func() bool { return !qemuView(t, h, dom).inserted }, 10*time.Second, 20*time.Millisecond,
-				"the eject the dead worker sent did not happen")
-			require.NoError(t, os.Remove(doomed))
-			w = startWorker(t, h, workerOpts{})
-
-			res, err := waitSwap(ctx, run)
-			require.Error(t, err, "the change of a vanished medium cannot succeed")
-			assert.Equal(t, workflows.OutcomeFailedRestored, res.Outcome, "result %+v", res)
-			assert.Equal(t, old, res.Old, "the old medium, as Inspect's note kept it")
-			assert.Equal(t, activities.ErrMediumNotFound, res.ErrorType, "result %+v", res)
-			checkDrive(t, h, dom, old, doomed)
-			// The new worker ran Inspect again: proof that the kill lost the first task.
-			_, again := stepStarted(w.logs.String(), run, activities.NameInspect)
-			assert.True(t, again, "Inspect did not run again on the new worker")
-			requireReplays(t, run)
-		})
+		}
 	}
+}
+
+// crashInEject is a case of TestCrashInEjectRestoresOldMedium: after the kill, the new
+// medium disappears, or with cancel the run is canceled.
+func crashInEject(t *testing.T, kind xensim.Kind, cancel bool) {
+	name := "crash-eject-note-" + string(kind)
+	if cancel {
+		name = "crash-eject-cancel-" + string(kind)
+	}
+	h := startHost(t, xensim.Config{
+		HostName: hostName(name), Domains: []xensim.DomainSpec{{Kind: kind}},
+		QEMU: xensim.QEMUFake, AgentDelay: -1,
+	})
+	dom := domainOf(t, h, kind)
+	fake := h.QEMU(dom.DomID).Fake()
+	w := startWorker(t, h, workerOpts{})
+	old := iso(h, xensim.ISOTools)
+	swapOK(t, h, dom, old, workflows.OutcomeChanged)
+
+	doomed := filepath.Join(h.ISODir(), "doomed.iso")
+	b, err := os.ReadFile(iso(h, xensim.ISORescue))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(doomed, b, 0o644))
+
+	ejects := func() int { return countOf(fake.Commands(), "eject") }
+	before := ejects()
+	fake.Delay("eject", holdFor)
+	ctx := testenv.Context(t, 2*time.Minute)
+	// A workflow task timeout of 10 s instead of 2: the SDK completes a task whose
+	// local steps run past 80 % of it, which on a loaded machine could record
+	// Inspect's answer in the history before the kill and leave the note unused.
+	in := swapInput(h, dom, doomed, "")
+	opts := workflows.StartOptions(in)
+	opts.WorkflowTaskTimeout = 10 * time.Second
+	run, err := the.client.ExecuteWorkflow(ctx, opts, workflows.ChangeMediumName, in)
+	require.NoError(t, err)
+	waitStepStarted(t, testenv.Context(t, 60*time.Second), run, w, activities.NameEject)
+	// The step starts before it sends the eject: kill only once QEMU has it (the
+	// fake logs a command as it arrives, then holds its answer holdFor).
+	require.Eventually(t, func() bool { return ejects() > before }, holdFor, 5*time.Millisecond,
+		"Eject did not send the eject to QEMU")
+	w.kill()
+	fake.Delay("eject", 0)
+	require.Eventually(t, func() bool { return !qemuView(t, h, dom).inserted }, 10*time.Second, 20*time.Millisecond,
+		"the eject the dead worker sent did not happen")
+	if cancel {
+		require.NoError(t, the.client.CancelWorkflow(ctx, run.GetID(), run.GetRunID()))
+		w = startWorker(t, h, workerOpts{})
+		res, err := waitSwap(ctx, run)
+		var canceled *temporal.CanceledError
+		require.True(t, errors.As(err, &canceled), "error %v is not a CanceledError (result %+v)", err, res)
+		assert.Equal(t, workflows.OutcomeCanceled, res.Outcome, "result %+v", res)
+		assert.Equal(t, old, res.Old, "the old medium, as Inspect's note kept it")
+		checkDrive(t, h, dom, old, doomed)
+		hist := requireReplays(t, run)
+		assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, hist)["cancel-at-inspect-checks-note"])
+		if kind == xensim.KindStubdom && recording() {
+			writeHistory(t, run, workflows.ChangeMediumName, "worker-crash-in-eject-canceled-restored", historyNow)
+		}
+		return
+	}
+	require.NoError(t, os.Remove(doomed))
+	w = startWorker(t, h, workerOpts{})
+
+	res, err := waitSwap(ctx, run)
+	require.Error(t, err, "the change of a vanished medium cannot succeed")
+	assert.Equal(t, workflows.OutcomeFailedRestored, res.Outcome, "result %+v", res)
+	assert.Equal(t, old, res.Old, "the old medium, as Inspect's note kept it")
+	assert.Equal(t, activities.ErrMediumNotFound, res.ErrorType, "result %+v", res)
+	checkDrive(t, h, dom, old, doomed)
+	// The new worker ran Inspect again: proof that the kill lost the first task.
+	_, again := stepStarted(w.logs.String(), run, activities.NameInspect)
+	assert.True(t, again, "Inspect did not run again on the new worker")
+	requireReplays(t, run)
 }
 
 // countOf counts the elements of xs equal to x.

@@ -41,7 +41,8 @@ func TestChangeMediumCancelAtEachStep(t *testing.T) {
 		steps   []string // the steps run, in order
 		tooLate bool
 	}{
-		{step: "Inspect", want: workflows.OutcomeCanceled, steps: []string{"Inspect"}},
+		// The run asks Inspect's note (none here: nothing was touched).
+		{step: "Inspect", want: workflows.OutcomeCanceled, steps: []string{"Inspect", "Inspect"}},
 		{step: "Lock", want: workflows.OutcomeCanceled, steps: []string{"Inspect", "Lock", "Unlock"}},
 		{step: "Eject", want: workflows.OutcomeCanceled, steps: concat(stubdomInsert[:3], restored)},
 		{step: "ReleaseFdset", want: workflows.OutcomeCanceled, steps: concat(stubdomInsert[:4], restored)},

@@ -286,7 +286,7 @@ func (s *swap) change(ctx, dctx workflow.Context) end {
 	if err != nil {
 		switch {
 		case isCanceled(ctx, err):
-			return end{outcome: OutcomeCanceled, canceled: true}
+			return s.canceledAtInspect(dctx, err)
 		case isRefusal(err):
 			return end{outcome: OutcomeRefused, errType: ErrRefused, cause: err}
 		}

@@ -502,7 +502,29 @@ func TestChangeMediumCanceledBeforeLock(t *testing.T) {
 	var canceled *temporal.CanceledError
 	require.True(t, errors.As(r.err, &canceled), "error %v is not a CanceledError", r.err)
 	assert.Equal(t, workflows.OutcomeCanceled, r.res.Outcome)
-	assert.Equal(t, []string{"Inspect"}, h.Names(), "nothing to restore or unlock")
+	assert.Equal(t, []string{"Inspect", "Inspect"}, h.Names(), "the note asked for; nothing to restore or unlock")
+	insp := fakehost.Inputs[activities.InspectInput](h, activities.NameInspect)
+	assert.True(t, insp[1].NoteOnly, "the second Inspect asks for the run's note only")
+}
+
+// TestChangeMediumCanceledAtInspectAfterLostAttempt: canceled before its Inspect answered,
+// a run whose note says an earlier, lost attempt of its workflow task had inspected the drive
+// (and may have ejected: Inspect, Lock and Eject are local steps of one task) puts the old
+// medium back and ends canceled, never leaving the drive empty. A run recorded before
+// cancel-at-inspect-checks-note ends canceled at once.
+func TestChangeMediumCanceledAtInspectAfterLostAttempt(t *testing.T) {
+	h := newFakeHost(activities.KindStubdom)
+	h.NoteKept = true
+	in := testInput()
+	env, r := newEnv(t, h, in)
+	cancelDuring(t, env, h, "Inspect")
+	r.execute(t, in)
+
+	var canceled *temporal.CanceledError
+	require.True(t, errors.As(r.err, &canceled), "error %v is not a CanceledError", r.err)
+	assert.Equal(t, workflows.OutcomeCanceled, r.res.Outcome)
+	assert.Equal(t, concat([]string{"Inspect", "Inspect", "Lock"}, stubdomRestore, []string{"Unlock"}), h.Names())
+	assert.Equal(t, oldISO, r.res.Old, "the old medium, from the note")
 }
 
 func TestChangeMediumProgressQuery(t *testing.T) {

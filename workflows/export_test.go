@@ -17,3 +17,6 @@ const (
 // ChangeFleetRounds exports the change id of the batch's rounds to the package's external
 // tests.
 const ChangeFleetRounds = changeFleetRounds
+
+// ChangeCancelAtInspect exports the change id of a cancel before Inspect answered.
+const ChangeCancelAtInspect = changeCancelAtInspect

@@ -372,3 +372,16 @@ func TestLocalAddFDGuard(t *testing.T) {
 		{name: "v7 without the guard (version 4)", history: v7, force: forceLocalSteps(workflows.ImpliedLimitsVersion), wantErr: true},
 	})
 }
+
+// TestCancelAtInspectGuard: a run killed in Eject, then canceled while no worker ran, asked
+// Inspect's note when its next task found it canceled, and put the old medium back; without
+// the guard (a run recorded before it, canceled that early, ended at once) the replay is a
+// non-determinism.
+func TestCancelAtInspectGuard(t *testing.T) {
+	h := readHistory(t, "ChangeMedium-worker-crash-in-eject-canceled-restored-v7.json")
+	assert.Equal(t, workflow.Version(1), testenv.VersionMarkers(t, h)[workflows.ChangeCancelAtInspect])
+	runGuardCases(t, []guardCase{
+		{name: "with the guard", history: h},
+		{name: "without the guard", history: h, force: &forcedVersion{changeID: workflows.ChangeCancelAtInspect, version: workflow.DefaultVersion}, wantErr: true},
+	})
+}

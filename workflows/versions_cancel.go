@@ -15,6 +15,41 @@ import (
 // without the memo upsert.
 const changeCancelTooLate = "cancel-too-late-recorded"
 
+// changeCancelAtInspect: a run canceled before its Inspect answered asks Inspect's note on
+// the disconnected context, and puts the old medium back if the note is there. Since
+// localEjectVersion, Inspect, Lock and Eject are local steps of one workflow task, and an
+// attempt of that task that was lost (its worker died or its heartbeat came too late) may
+// have ejected already; the next attempt, canceled from its start, would otherwise end
+// canceled with the drive empty. Only a run canceled that early records the marker.
+const changeCancelAtInspect = "cancel-at-inspect-checks-note"
+
+// canceledAtInspect ends a run canceled before its Inspect answered (cause).
+func (s *swap) canceledAtInspect(dctx workflow.Context, cause error) end {
+	canceled := end{outcome: OutcomeCanceled, canceled: true}
+	if !s.localEject || workflow.GetVersion(dctx, changeCancelAtInspect, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return canceled
+	}
+	insp, err := call(s, dctx, activities.NameInspect, act.Inspect, activities.InspectInput{
+		Host: s.in.Host, DomID: s.in.DomID, Vdev: s.in.Vdev, Medium: s.in.Medium, Format: s.in.Format, RunID: s.runID,
+		NoteOnly: true,
+	}, "the run's note")
+	if err != nil || !insp.FromNote {
+		// No note: no attempt of this run got as far as Inspect's answer, so none touched
+		// the drive. (A note that cannot be read fails Inspect; the run says canceled, as
+		// before this change, and the error is in its history.)
+		return canceled
+	}
+	s.log.Warn("Canceled before Inspect answered, but an earlier attempt had inspected the drive; putting the old medium back",
+		"step", activities.NameInspect, "old", insp.OldMedium)
+	s.insp, s.drive = insp, insp.Drive
+	s.addKnown(insp.Fdsets...)
+	s.locked = true
+	if _, err := call(s, dctx, activities.NameLock, act.Lock, activities.LockInput{DomID: s.in.DomID, Key: s.key}, ""); err != nil {
+		return end{outcome: OutcomeRestoreFailed, errType: ErrRestoreFailed, cause: err, action: s.manualAction(err)}
+	}
+	return s.restore(dctx, cause, true)
+}
+
 // MemoCancel is the memo key a ChangeMedium run sets when a cancellation came too late: its
 // value says so, with the time the new medium was verified.
 const MemoCancel = "cancel"

@@ -68,6 +68,9 @@ type Host struct {
 	// Taken makes Inspect, asked to resume a run (InspectInput.Resume), say that the run's
 	// change already took, QEMU holding this file.
 	Taken string
+	// NoteKept makes Inspect asked for the run's note only (InspectInput.NoteOnly) answer
+	// from a note; without it, that Inspect answers nothing.
+	NoteKept bool
 
 	mu         sync.Mutex // guards the fields below
 	calls      []Call
@@ -246,6 +249,12 @@ func (h *Host) Inspect(ctx context.Context, in activities.InspectInput) (activit
 	}
 	if in.Resume {
 		r.Taken = h.Taken
+	}
+	if in.NoteOnly {
+		if !h.NoteKept {
+			return activities.InspectResult{Meta: m}, nil
+		}
+		r.FromNote = true
 	}
 	if in.Medium != "" {
 		r.Format = in.Format
