@@ -487,7 +487,7 @@ func crashInEject(t *testing.T, kind xensim.Kind, cancel bool) {
 		"the eject the dead worker sent did not happen")
 	if cancel {
 		require.NoError(t, the.client.CancelWorkflow(ctx, run.GetID(), run.GetRunID()))
-		w = startWorker(t, h, workerOpts{})
+		startWorker(t, h, workerOpts{})
 		res, err := waitSwap(ctx, run)
 		var canceled *temporal.CanceledError
 		require.True(t, errors.As(err, &canceled), "error %v is not a CanceledError (result %+v)", err, res)
