@@ -46,7 +46,8 @@ func TestInspectNote(t *testing.T) {
 			must(t, s.env, s.a.Lock, LockInput{DomID: dom.DomID, Key: "k"})
 			must(t, s.env, s.a.Eject, EjectInput{Drive: first.Drive, Key: "k"})
 			again := inspect("run-1")
-			first.Meta, again.Meta = Meta{}, Meta{}
+			assert.True(t, again.FromNote, "the second answer says it comes from the note")
+			first.Meta, again.Meta, again.FromNote = Meta{}, Meta{}, false
 			assert.Equal(t, first, again, "Inspect asked again by the same run after the eject")
 
 			// What the note stands in for: a fresh Inspect of the ejected drive knows no old medium.
