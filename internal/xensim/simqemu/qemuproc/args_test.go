@@ -51,6 +51,7 @@ func TestQEMUArgs(t *testing.T) {
 	mon0 := "-chardev socket,id=libxl-cmd,path=/p/mon0,server=on,wait=off -mon chardev=libxl-cmd,mode=control"
 	mon1 := "-chardev socket,id=m-cdrom,path=/p/mon1,server=on,wait=off -mon chardev=m-cdrom,mode=control"
 	ctl := "-chardev socket,id=qemuproc-ctl,path=/p/ctl,server=on,wait=off -mon chardev=qemuproc-ctl,mode=control"
+	fw := " -chardev file,id=firmware,path=/p/fw,,1 -device isa-debugcon,iobase=0x402,chardev=firmware"
 	tests := []struct {
 		name string
 		cfg  Config
@@ -59,7 +60,7 @@ func TestQEMUArgs(t *testing.T) {
 		{
 			name: "empty hdc, dom0 qemu",
 			cfg:  Config{Name: "web1", CDROMs: []xen.DevID{5632}, Monitors: []string{"/p/mon0"}},
-			want: base + " -name web1 -pidfile /p/pid " + mon0 + " " + ctl +
+			want: base + " -name web1 -pidfile /p/pid" + fw + " " + mon0 + " " + ctl +
 				" -drive if=none,readonly=on,id=ide-5632" +
 				" -device ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0",
 		},
@@ -71,7 +72,7 @@ func TestQEMUArgs(t *testing.T) {
 					5696: {Path: "/dev/loop3", Format: "host_device"},
 				},
 				Monitors: []string{"/p/mon0", "/p/mon1"}},
-			want: base + " -name a,,b -pidfile /p/pid -S " + mon0 + " " + mon1 + " " + ctl +
+			want: base + " -name a,,b -pidfile /p/pid" + fw + " -S " + mon0 + " " + mon1 + " " + ctl +
 				" -drive if=none,readonly=on,id=ide-768,file=/isos/x,,y.iso,format=raw" +
 				" -device ide-cd,id=ide-768,drive=ide-768,bus=ide.0,unit=0" +
 				" -drive if=none,readonly=on,id=ide-5696,file=/dev/loop3,format=host_device" +
@@ -80,14 +81,14 @@ func TestQEMUArgs(t *testing.T) {
 		{
 			name: "stubdom-style xvdc, no monitor",
 			cfg:  Config{Name: "s", CDROMs: []xen.DevID{51744}},
-			want: base + " -name s -pidfile /p/pid " + ctl +
+			want: base + " -name s -pidfile /p/pid" + fw + " " + ctl +
 				" -drive if=none,readonly=on,id=ide-51744" +
 				" -device ide-cd,id=ide-51744,drive=ide-51744,bus=ide.1,unit=0",
 		},
 		{
 			name: "a guest that boots from hda",
 			cfg:  Config{Name: "lock", CDROMs: []xen.DevID{5632}, BootDisk: "/d/a,b.img", Monitors: []string{"/p/mon0"}},
-			want: base + " -name lock -pidfile /p/pid " + mon0 + " " + ctl +
+			want: base + " -name lock -pidfile /p/pid" + fw + " " + mon0 + " " + ctl +
 				" -drive if=none,file=/d/a,,b.img,format=raw,id=hd0 -device ide-hd,drive=hd0,bus=ide.0,unit=0" +
 				" -drive if=none,readonly=on,id=ide-5632" +
 				" -device ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0",
@@ -95,11 +96,11 @@ func TestQEMUArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := commandLine(tt.cfg, "/p/ctl", "/p/pid")
+			got, err := commandLine(tt.cfg, "/p/ctl", "/p/pid", "/p/fw,1")
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, strings.Join(got, " "), "commandLine(%+v)", tt.cfg)
 		})
 	}
-	_, err := commandLine(Config{CDROMs: []xen.DevID{768}, BootDisk: "/d/a.img"}, "/p/ctl", "/p/pid")
+	_, err := commandLine(Config{CDROMs: []xen.DevID{768}, BootDisk: "/d/a.img"}, "/p/ctl", "/p/pid", "/p/fw")
 	assert.ErrorIs(t, err, ErrBadConfig, "commandLine with a cdrom on hda and a boot disk")
 }

@@ -16,6 +16,13 @@
 // A QEMU with no disk to boot runs SeaBIOS, which finds nothing and halts, so an idle one
 // costs little CPU; the VM still runs, which matters because QEMU closes removed fds only
 // while it does.
+//
+// Start (and SetPaused, for a VM started paused) also waits until the firmware begins to
+// boot, which it learns from SeaBIOS's log on the debug console (port 0x402, the one
+// device libxl does not add). In its power-on self test SeaBIOS resets the IDE controllers,
+// and QEMU's reset closes an open tray without a DEVICE_TRAY_MOVED event: a medium change
+// that began in the first tens of milliseconds lost its eject. cdswap changes the media of
+// guests that run, not of ones in their firmware's self test.
 package qemuproc
 
 import (
@@ -52,8 +59,13 @@ var monitorIDs = []string{"libxl-cmd", "m-cdrom"}
 // never shared with clients.
 const controlMonitorID = "qemuproc-ctl"
 
-// readyPoll is how often Start tries the control monitor while QEMU starts.
+// readyPoll is how often Start tries the control monitor, and reads the firmware's log,
+// while QEMU starts.
 const readyPoll = 5 * time.Millisecond
+
+// firmwareBooting is the line SeaBIOS logs as it tries its first boot device, once its
+// self test, the IDE controllers' reset included, is over.
+const firmwareBooting = "Booting from "
 
 // MaxSocketPath is the size of sun_path in struct sockaddr_un on Linux, NUL included: a
 // monitor's path must be shorter.
@@ -115,6 +127,8 @@ type Process struct {
 	privDir string // the control socket, and the default work dir; removed by Stop
 	ctlPath string
 	logPath string // QEMU's stdout and stderr
+	fwPath  string // the firmware's debug console
+	booted  bool   // the firmware was seen booting; guarded by ctlMu
 	pidfile string // QEMU's -pidfile; removed by Stop, since a killed QEMU leaves it
 
 	exited  chan struct{} // closed when cmd.Wait has returned
@@ -163,7 +177,8 @@ func Start(ctx context.Context, cfg Config) (_ *Process, err error) {
 	base := strings.NewReplacer("/", "_", " ", "_").Replace(cfg.Name)
 	p.logPath = filepath.Join(workDir, "qemu-dm-"+base+".log")
 	p.pidfile = filepath.Join(workDir, "qemu-dm-"+base+".pid")
-	args, err := commandLine(cfg, p.ctlPath, p.pidfile)
+	p.fwPath = filepath.Join(workDir, "qemu-dm-"+base+"-firmware.log")
+	args, err := commandLine(cfg, p.ctlPath, p.pidfile, p.fwPath)
 	if err != nil {
 		return nil, err
 	}
@@ -194,13 +209,18 @@ func Start(ctx context.Context, cfg Config) (_ *Process, err error) {
 	if err := p.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if !cfg.Paused {
+		if err := p.waitBooting(ctx); err != nil {
+			return nil, err
+		}
+	}
 	log.Info("qemu started", "pid", p.PID(), "log", p.logPath)
 	return p, nil
 }
 
-// commandLine is QEMU's arguments for cfg, with the control monitor at ctlPath and the pidfile
-// at pidfile.
-func commandLine(cfg Config, ctlPath, pidfile string) ([]string, error) {
+// commandLine is QEMU's arguments for cfg, with the control monitor at ctlPath, the pidfile
+// at pidfile and the firmware's debug console written to fwLog.
+func commandLine(cfg Config, ctlPath, pidfile, fwLog string) ([]string, error) {
 	args := []string{
 		"-machine", "pc",
 		"-nodefaults",
@@ -210,6 +230,8 @@ func commandLine(cfg Config, ctlPath, pidfile string) ([]string, error) {
 		"-no-user-config",
 		"-name", optEscape(cfg.Name),
 		"-pidfile", pidfile,
+		"-chardev", "file,id=firmware,path=" + optEscape(fwLog),
+		"-device", "isa-debugcon,iobase=0x402,chardev=firmware",
 	}
 	if cfg.Paused {
 		args = append(args, "-S")
@@ -298,16 +320,39 @@ func (p *Process) waitReady(ctx context.Context) error {
 	}
 }
 
+// waitBooting returns once the firmware logs that it boots (firmwareBooting), and marks
+// the VM booted.
+func (p *Process) waitBooting(ctx context.Context) error {
+	for {
+		b, err := os.ReadFile(p.fwPath)
+		if err == nil && strings.Contains(string(b), firmwareBooting) {
+			p.booted = true
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("qemu exited before its firmware booted (%w): %s", p.waitErr, p.LogTail())
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the firmware to boot (%q in %s): %w; its log ends: %s",
+				firmwareBooting, p.fwPath, ctx.Err(), tail(p.fwPath))
+		case <-time.After(readyPoll):
+		}
+	}
+}
+
 // LogTail is the end of QEMU's log, to say why it failed.
-func (p *Process) LogTail() string {
-	f, err := os.Open(p.logPath)
+func (p *Process) LogTail() string { return tail(p.logPath) }
+
+// tail is the end of the file at path.
+func tail(path string) string {
+	f, err := os.Open(path)
 	if err != nil {
 		return "no log: " + err.Error()
 	}
 	defer f.Close()
-	const tail = 2048
-	if fi, err := f.Stat(); err == nil && fi.Size() > tail {
-		_, _ = f.Seek(-tail, io.SeekEnd)
+	const size = 2048
+	if fi, err := f.Stat(); err == nil && fi.Size() > size {
+		_, _ = f.Seek(-size, io.SeekEnd)
 	}
 	b, _ := io.ReadAll(f)
 	return strings.TrimSpace(string(b))
@@ -339,6 +384,10 @@ func (p *Process) SetPaused(ctx context.Context, paused bool) error {
 	defer c.Close()
 	if err := c.Execute(ctx, cmd, nil, nil); err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
+	}
+	if !paused && !p.booted {
+		// A VM started paused runs its firmware now (the package doc says why to wait).
+		return p.waitBooting(ctx)
 	}
 	return nil
 }
