@@ -199,8 +199,9 @@ func checkOldMedium(t *testing.T, h *xensim.Host, d xensim.DomainInfo, newMedium
 }
 
 // fleetHistoryNow is the version FleetSwap histories are recorded as: 2 since
-// changeFleetRounds (v1 ran its swaps as children).
-const fleetHistoryNow = 2
+// changeFleetRounds (v1 ran its swaps as children), 3 since its version 2 (the starts queued
+// when a batch is paused, stopped or canceled are looked for before they are dropped).
+const fleetHistoryNow = 3
 
 // recordBatch fetches the batch's (last run's) history, checks that it replays, and writes
 // it as FleetSwap-<scenario>-v<fleetHistoryNow>.json when recording (an existing file is kept unless

@@ -18,5 +18,9 @@ const (
 // tests.
 const ChangeFleetRounds = changeFleetRounds
 
+// RoundsFindDroppedVersion exports the version of changeFleetRounds whose batches look for
+// the starts they had queued before dropping them.
+const RoundsFindDroppedVersion = roundsFindDroppedVersion
+
 // ChangeCancelAtInspect exports the change id of a cancel before Inspect answered.
 const ChangeCancelAtInspect = changeCancelAtInspect

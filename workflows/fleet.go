@@ -74,7 +74,9 @@ func FleetSwap(ctx workflow.Context, in FleetSwapInput) (FleetSwapResult, error)
 	if err := f.setHandlers(ctx); err != nil {
 		return FleetSwapResult{}, err
 	}
-	f.rounds = workflow.GetVersion(ctx, changeFleetRounds, workflow.DefaultVersion, 1) >= 1 && !in.BenchChildren
+	v := workflow.GetVersion(ctx, changeFleetRounds, workflow.DefaultVersion, roundsFindDroppedVersion)
+	f.rounds = v >= 1 && !in.BenchChildren
+	f.findDropped = v >= roundsFindDroppedVersion
 	return f.run(ctx)
 }
 
@@ -107,6 +109,9 @@ type fleet struct {
 	cancelSent map[DriveRef]bool         // swaps asked to cancel
 	unsure     []FleetStart              // starts of a failed round: made or not
 	idle       int                       // rounds in a row that saw nothing
+	// findDropped: starts queued when the batch was paused, stopped or canceled are looked
+	// for before they are dropped (roundsFindDroppedVersion).
+	findDropped bool
 }
 
 func (f *fleet) setHandlers(ctx workflow.Context) error {

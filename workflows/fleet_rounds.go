@@ -22,6 +22,16 @@ import (
 // replay with their children.
 const changeFleetRounds = "fleet-rounds"
 
+// roundsFindDroppedVersion of changeFleetRounds: the starts queued for a round when the
+// batch is paused, stopped or canceled before the round runs are looked for (FindOnly)
+// instead of dropped at once. The round may have run already, in an attempt of the same
+// workflow task whose worker was lost before it completed: its starts were made, and the
+// next attempt, which has the pause in the same task, used to requeue them as never
+// started. A stopped batch then reported as not started drives it had changed, a canceled
+// one left them changed, and a paused one showed them as waiting while they ran (seen in a
+// clean-clone CI run, whose tests stop their workers while others' batches run).
+const roundsFindDroppedVersion workflow.Version = 2
+
 // FleetRoundName is the local activity of a round (internal/fleetround.Rounds).
 const FleetRoundName = "FleetRound"
 
@@ -162,9 +172,12 @@ func (f *fleet) queueStart(ctx workflow.Context, d FleetDrive, ref DriveRef, req
 	f.tick++
 }
 
-// cancelRounds cancels the batch's swaps in rounds: those not started yet are dropped, the
-// running ones are canceled by the next round.
+// cancelRounds cancels the batch's swaps in rounds: those not started yet are dropped (or
+// looked for first, dropStarts), the running ones are canceled by the next round.
 func (f *fleet) cancelRounds() {
+	if f.findDropped {
+		f.dropStarts()
+	}
 	for _, s := range f.toStart {
 		f.forget(s.Ref)
 	}
@@ -175,6 +188,15 @@ func (f *fleet) cancelRounds() {
 			f.toCancel = append(f.toCancel, f.runs[ref])
 		}
 	}
+}
+
+// dropStarts hands the starts queued for the next round to it as unsure: made or not,
+// since a lost attempt of this workflow task may have run the round. Once the batch starts
+// no more, the round only looks for them (FindOnly); a start it finds is watched (and
+// canceled, when the batch cancels), one it does not is requeued or dropped.
+func (f *fleet) dropStarts() {
+	f.unsure = append(f.unsure, f.toStart...)
+	f.toStart = nil
 }
 
 // forget uncounts a drive that is no longer running.
@@ -216,6 +238,9 @@ func (f *fleet) round(ctx workflow.Context) {
 	}
 	seen := f.tick
 	_, _ = workflow.AwaitWithTimeout(dctx, wait, func() bool { return f.tick != seen })
+	if f.st.Status != FleetRunning && f.findDropped {
+		f.dropStarts()
+	}
 	if f.st.Status != FleetRunning {
 		// Paused, stopped or halted while the task ended: what was to start waits in its
 		// host's queue, to start after a resume or never.
@@ -255,6 +280,7 @@ func (f *fleet) round(ctx workflow.Context) {
 		f.idle++
 		return
 	}
+	f.mustHold(out)
 	for _, r := range out.Started {
 		f.runs[r.Ref] = r
 	}
@@ -285,6 +311,28 @@ func (f *fleet) round(ctx workflow.Context) {
 		f.idle++
 	} else {
 		f.idle = 0
+	}
+}
+
+// mustHold panics unless every drive out names is one the batch counts in flight. Only a
+// history replayed by code that did not make it, whose round results fall to other rounds,
+// breaks this; the panic fails the workflow task, as the SDK's own non-determinism checks
+// do, instead of corrupting the counts.
+func (f *fleet) mustHold(out FleetRoundResult) {
+	refs := make([]DriveRef, 0, len(out.Started)+len(out.NotStarted)+len(out.Busy)+len(out.Ended))
+	for _, rs := range [][]FleetSwapRun{out.Started, out.NotStarted, out.Busy} {
+		for _, r := range rs {
+			refs = append(refs, r.Ref)
+		}
+	}
+	for _, e := range out.Ended {
+		refs = append(refs, e.Ref)
+	}
+	for _, ref := range refs {
+		if _, ok := f.drives[ref]; !ok {
+			panic(fmt.Sprintf("batch %s: a round's result names page %d row %d, which the batch does not have in flight: the history was not made by this code",
+				f.in.Batch, ref.Page, ref.Row))
+		}
 	}
 }
 

@@ -53,6 +53,13 @@ type fleetRig struct {
 	// rounds fail after their starts were made, as a round whose worker stopped.
 	keys       map[string]string
 	failRounds int
+	// lost, once the fake rounds have seen lostAfter swaps end, makes the starts of the
+	// next round as a lost attempt of its workflow task would have (its worker died before
+	// the task completed), and sends the update lostUpdate before the round runs again.
+	lost       []workflows.DriveRef
+	lostAfter  int
+	lostUpdate string
+	ended      int
 }
 
 // fleetModes runs a test of FleetSwap with its swaps in rounds, then as children.
@@ -112,6 +119,10 @@ func (r *fleetRig) newEnv() {
 func (r *fleetRig) roundWait() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.waitLocked()
+}
+
+func (r *fleetRig) waitLocked() time.Duration {
 	wait := time.Second
 	for _, at := range r.ends {
 		wait = min(wait, at.Sub(r.env.Now()))
@@ -121,10 +132,11 @@ func (r *fleetRig) roundWait() time.Duration {
 
 // round is the fake FleetRound: it starts the round's swaps and reports those whose time is
 // up, or whose cancel was asked, as ended, with the ends the fake child would give.
-func (r *fleetRig) round(_ context.Context, in workflows.FleetRoundInput) (workflows.FleetRoundResult, error) {
+func (r *fleetRig) round(ctx context.Context, in workflows.FleetRoundInput) (workflows.FleetRoundResult, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.env.Now()
+	defer r.loseRound(ctx, now)
 	var out workflows.FleetRoundResult
 	for _, c := range in.Cancel {
 		r.cancelReq[c.ID] = true
@@ -172,12 +184,37 @@ func (r *fleetRig) round(_ context.Context, in workflows.FleetRoundInput) (workf
 				temporal.ApplicationErrorOptions{NonRetryable: true, Details: []any{res}})
 		}
 		out.Ended = append(out.Ended, workflows.EndOf(r.refOf[id], res, err))
+		r.ended++
 		r.inFlight--
 		r.perHost[r.hostOf[id]]--
 		delete(r.ends, id)
 		delete(r.cancelReq, id)
 	}
 	return out, nil
+}
+
+// loseRound makes r.lost's starts, once lostAfter swaps ended, with the keys the batch
+// gives them (try 0), and sends lostUpdate 0.5 ms after this round's result: the batch
+// queues those starts and waits 1 ms (its yield) before the round that would make them,
+// and the update comes in between, as it comes first in the next attempt of a workflow
+// task whose worker was lost. (The mock waits before it calls the fake, so the result
+// comes at the fake's now.)
+func (r *fleetRig) loseRound(ctx context.Context, now time.Time) {
+	if len(r.lost) == 0 || r.ended < r.lostAfter {
+		return
+	}
+	run := activity.GetInfo(ctx).WorkflowExecution.RunID
+	for _, ref := range r.lost {
+		d := r.pages[ref.Page][ref.Row]
+		id := d.ID()
+		r.keys[fmt.Sprintf("%s/%d/%d/0", run, ref.Page, ref.Row)] = id
+		r.started = append(r.started, id)
+		r.inFlight++
+		r.perHost[d.Host]++
+		r.ends[id], r.hostOf[id], r.refOf[id] = now.Add(10*time.Second), d.Host, ref
+	}
+	r.lost = nil
+	r.update(500*time.Microsecond, r.lostUpdate, true, nil)
 }
 
 // child is the fake ChangeMedium.
@@ -523,4 +560,60 @@ func TestFleetRoundFailsThenCancel(t *testing.T) {
 	assert.Len(t, r.started, 4, "the first round's starts, none after: %v", r.started)
 	assert.ElementsMatch(t, r.started, r.canceled, "every swap started was canceled")
 	assert.Equal(t, 4, res.Canceled)
+}
+
+// newLostRoundRig is a batch of 2 hosts × 4 drives, two at a time (one per host), whose
+// second round of starts (rows 2 and 3) was made by a lost attempt of its workflow task,
+// and which gets update before that round runs again.
+func newLostRoundRig(t *testing.T, update string) (*fleetRig, workflows.FleetSwapInput) {
+	r := newFleetRig(t, false, 2, 4, 100)
+	r.lost = []workflows.DriveRef{{Page: 0, Row: 2}, {Page: 0, Row: 3}}
+	r.lostAfter, r.lostUpdate = 2, update
+	return r, r.input(func(in *workflows.FleetSwapInput) {
+		in.Canary.Off = true
+		in.Limits = workflows.FleetLimits{Global: 2, PerHost: 1}
+	})
+}
+
+// A stop that comes between a lost attempt's starts and the round run again: the batch
+// looks for the starts it had queued, finds them, and waits for those swaps, which it
+// reports as changed, not as not started.
+func TestFleetLostRoundThenStop(t *testing.T) {
+	r, in := newLostRoundRig(t, workflows.UpdateStop)
+	res := r.run(in)
+	assert.Empty(t, r.lost, "the lost round's starts were made")
+	assert.Equal(t, workflows.FleetStopped, res.Status)
+	assert.Equal(t, 4, res.Changed, "%+v", res)
+	assert.Equal(t, 4, res.NotStarted)
+	assert.Len(t, r.started, 4, "no drive started twice: %v", r.started)
+	assert.Zero(t, r.inFlight, "a swap the batch never waited for")
+}
+
+// A cancel in the same place: the swaps the lost attempt started are canceled (each puts
+// its old medium back), not left to change their drives.
+func TestFleetLostRoundThenCancel(t *testing.T) {
+	r, in := newLostRoundRig(t, workflows.UpdateCancel)
+	res := r.run(in)
+	assert.Equal(t, workflows.FleetCanceled, res.Status)
+	assert.Equal(t, 2, res.Changed)
+	assert.Equal(t, 2, res.Canceled)
+	assert.ElementsMatch(t, []string{r.id(0, 2), r.id(0, 3)}, r.canceled)
+	assert.Len(t, r.started, 4, "no drive started twice: %v", r.started)
+	assert.Zero(t, r.inFlight, "a swap the batch never waited for")
+}
+
+// A pause in the same place: while paused the batch counts the swaps the lost attempt
+// started (running, then done), and after the resume starts none of them again.
+func TestFleetLostRoundThenPause(t *testing.T) {
+	r, in := newLostRoundRig(t, workflows.UpdatePause)
+	var during workflows.FleetProgress
+	r.env.RegisterDelayedCallback(func() { during = r.query() }, 100*time.Second)
+	r.update(200*time.Second, workflows.UpdateResume, true, nil)
+	res := r.run(in)
+	assert.Equal(t, workflows.FleetPaused, during.Status)
+	assert.Equal(t, 4, during.Done, "%+v", during)
+	assert.Zero(t, during.Running)
+	assert.Equal(t, workflows.FleetDone, res.Status)
+	assert.Equal(t, 8, res.Changed)
+	assert.Len(t, r.started, 8, "no drive started twice: %v", r.started)
 }
