@@ -605,6 +605,7 @@ func FleetStartOptions(in FleetSwapInput) client.StartWorkflowOptions {
 	return client.StartWorkflowOptions{
 		ID:                                       in.Batch,
 		TaskQueue:                                BatchTaskQueue,
+		WorkflowTaskTimeout:                      WorkflowTaskTimeout,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,

@@ -97,8 +97,10 @@ func TestStartOptions(t *testing.T) {
 	assert.Equal(t, "cdswap-h1-7-hdc", o.ID)
 	assert.Equal(t, "cdswap-host-h1", o.TaskQueue)
 	assert.Equal(t, enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL, o.WorkflowIDConflictPolicy)
-	// A task a dead worker took waits this long for another worker (the default is 10 s).
+	// A task a dead worker took waits this long for another worker (the default is 10 s);
+	// a batch's too.
 	assert.Equal(t, 2*time.Second, o.WorkflowTaskTimeout)
+	assert.Equal(t, 2*time.Second, workflows.FleetStartOptions(workflows.FleetSwapInput{Batch: "b1"}).WorkflowTaskTimeout)
 	assert.Equal(t, map[string]any{"requester": "alice", "reason": "monthly ISO", "ticket": "OPS-1"}, o.Memo)
 	for _, k := range []struct {
 		key  temporal.SearchAttributeKeyKeyword

@@ -43,13 +43,16 @@ func restorePause(round int) time.Duration {
 	return 30 * time.Second
 }
 
-// WorkflowTaskTimeout is the workflow task timeout ChangeMedium runs start with
-// (StartOptions). A workflow task that a worker took and then died with is given to another
-// worker only after it: the server's default, 10 s, was most of the stall after a crash. A
-// ChangeMedium task takes milliseconds plus its local activities (a few ms each); the SDK
-// keeps a task whose local activities run longer alive by completing it every 80 % of the
-// timeout (1.6 s) and going on in a new one, so 2 s still bounds the stall after a crash,
-// and a task that times out under load is only retried.
+// WorkflowTaskTimeout is the workflow task timeout ChangeMedium runs (StartOptions) and
+// batches (FleetStartOptions) start with. A workflow task that a worker took and then died
+// with is given to another worker only after it: the server's default, 10 s, was most of
+// the stall after a crash, and for a batch it held a cancel on its way to the running swaps
+// until most had ended (a clean-clone CI run; the integration tests kill workers, and every
+// worker serves the batch queue). A task takes milliseconds plus its local activities (a
+// ChangeMedium step, a batch's round); the SDK keeps a task whose local activities run
+// longer alive by completing it every 80 % of the timeout (1.6 s) and going on in a new
+// one, so 2 s still bounds the stall after a crash, and a task that times out under load is
+// only retried.
 const WorkflowTaskTimeout = 2 * time.Second
 
 // stepHeartbeat is every regular step's heartbeat timeout (a local activity has none: a dead
