@@ -198,6 +198,15 @@ func NewError(ctx context.Context, errType string, retryable bool, cause error, 
 // FdsetFilename is the file name QEMU resolves to a dup of an fd of fdset id.
 func FdsetFilename(id int64) string { return fmt.Sprintf("/dev/fdset/%d", id) }
 
+// FdsetOfFilename is the fdset id of a file name FdsetFilename makes, and whether file is one.
+func FdsetOfFilename(file string) (int64, bool) {
+	var id int64
+	if _, err := fmt.Sscanf(file, "/dev/fdset/%d", &id); err != nil || FdsetFilename(id) != file {
+		return 0, false
+	}
+	return id, true
+}
+
 // Drive identifies the CD-ROM drive a step works on, as Inspect found it. Every step after
 // Inspect takes one (and Lock/Unlock its DomID).
 type Drive struct {

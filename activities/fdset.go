@@ -430,11 +430,8 @@ func (a *Activities) AddFD(ctx context.Context, in AddFDInput) (AddFDResult, err
 func (a *Activities) dropUnusedMediumSets(ctx context.Context, c *qmp.Client, sets []qmp.FdsetInfo, blocks []qmp.BlockInfo, keep int64, keepValid bool) {
 	used := map[int64]bool{}
 	for _, b := range blocks {
-		var id int64
-		if f := insertedFile(&b); f != "" {
-			if _, err := fmt.Sscanf(f, "/dev/fdset/%d", &id); err == nil {
-				used[id] = true
-			}
+		if id, ok := FdsetOfFilename(insertedFile(&b)); ok {
+			used[id] = true
 		}
 	}
 	for _, s := range sets {

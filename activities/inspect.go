@@ -398,8 +398,8 @@ func (a *Activities) inPlace(k Kind, v xen.VBD, b *qmp.BlockInfo, sets []qmp.Fds
 	if file == res.Medium {
 		return true // -drive file=... at boot
 	}
-	var id int64
-	if _, err := fmt.Sscanf(file, "/dev/fdset/%d", &id); err != nil || FdsetFilename(id) != file {
+	id, ok := FdsetOfFilename(file)
+	if !ok {
 		return false
 	}
 	// The set's fds may be gone (remove-fd after the change, as XAPI does); if some are

@@ -129,3 +129,16 @@ func TestNoteAddedFdset(t *testing.T) {
 	require.NoError(t, noteAddedFdset(path, "run-2", "/isos/new.iso", "raw", 6))
 	assert.Nil(t, added(), "another run's AddFD leaves this run's note alone")
 }
+
+// TestFdsetOfFilename: only the names FdsetFilename makes are fdsets.
+func TestFdsetOfFilename(t *testing.T) {
+	for file, want := range map[string]int64{"/dev/fdset/0": 0, "/dev/fdset/17": 17} {
+		id, ok := FdsetOfFilename(file)
+		assert.True(t, ok, file)
+		assert.Equal(t, want, id, file)
+	}
+	for _, file := range []string{"", "/isos/new.iso", "/dev/fdset/", "/dev/fdset/07", "/dev/fdset/3x", "/dev/fdset/-1 ", "/dev/xvdc"} {
+		_, ok := FdsetOfFilename(file)
+		assert.False(t, ok, "%q", file)
+	}
+}

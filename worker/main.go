@@ -80,7 +80,8 @@ type options struct {
 	logFormat string
 	// metricsListen is the address to serve Prometheus metrics on ("" = none).
 	metricsListen string
-	// grpcGzip compresses the worker's gRPC messages to Temporal (the SDK's default).
+	// grpcGzip compresses the worker's gRPC messages to Temporal, as the SDK does unless told
+	// not to (grpcCompression).
 	grpcGzip bool
 }
 

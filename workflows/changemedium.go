@@ -332,10 +332,12 @@ func (s *swap) change(ctx, dctx workflow.Context) end {
 	if insp.Taken != "" {
 		// A worker was lost after the change took (localAddFDVersion): record it.
 		s.log.Warn("The change took before a worker was lost; recording it", "step", activities.NameInspect, "file", insp.Taken)
-		if _, err := fmt.Sscanf(insp.Taken, "/dev/fdset/%d", &s.fdset); err != nil {
+		id, ok := activities.FdsetOfFilename(insp.Taken)
+		if !ok {
 			return end{outcome: OutcomeFailed, errType: ErrSwapFailed, cause: temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("Inspect answered taken %q, not an fdset: a worker bug, nothing was changed", insp.Taken), errInspectMismatch, err)}
+				fmt.Sprintf("Inspect answered taken %q, not an fdset: a worker bug, nothing was changed", insp.Taken), errInspectMismatch, nil)}
 		}
+		s.fdset = id
 		s.resumed = true
 		if err := s.recordAndVerify(ctx, insp.Medium, insp.Format, insp.NewParams, insp.Taken); err != nil {
 			return s.restore(dctx, err, isCanceled(ctx, err))

@@ -443,11 +443,7 @@ func (f *fleet) start(ctx workflow.Context, d FleetDrive, ref DriveRef, requeue 
 			f.busy(ctx, gctx, d, ref, requeue)
 			return
 		}
-		e := classify(res, err)
-		msg := ""
-		if e == endFailed || e == endRestored {
-			msg = endMessage(res, err)
-		}
+		e, msg := judge(res, err)
 		f.record(d, e, msg)
 	})
 }

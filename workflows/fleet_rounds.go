@@ -139,21 +139,22 @@ func endNamed(name string) driveEnd {
 // EndOf is how a swap that returned res and err ended, for a round's result: the same
 // judgement a batch makes of a child's end.
 func EndOf(ref DriveRef, res ChangeMediumResult, err error) FleetSwapEnd {
-	e := classify(res, err)
-	out := FleetSwapEnd{Ref: ref, End: swapEndNames[e]}
-	if e == endFailed || e == endRestored {
-		out.Error = endMessage(res, err)
-	}
-	return out
+	e, msg := judge(res, err)
+	return FleetSwapEnd{Ref: ref, End: swapEndNames[e], Error: msg}
 }
 
-// endMessage is what a failed swap's end says.
-func endMessage(res ChangeMediumResult, err error) string {
+// judge is how a swap that returned res and err ended, and what a failed one's end says
+// ("" for the others).
+func judge(res ChangeMediumResult, err error) (driveEnd, string) {
+	e := classify(res, err)
+	if e != endFailed && e != endRestored {
+		return e, ""
+	}
 	msg := ErrorMessage(err, "the swap")
 	if r, ok := ResultFromError(err); ok && r.Error != "" {
 		msg = r.Error
 	}
-	return msg
+	return e, msg
 }
 
 // roundDrive is a drive a round started or will start.
@@ -238,12 +239,13 @@ func (f *fleet) round(ctx workflow.Context) {
 	}
 	seen := f.tick
 	_, _ = workflow.AwaitWithTimeout(dctx, wait, func() bool { return f.tick != seen })
-	if f.st.Status != FleetRunning && f.findDropped {
-		f.dropStarts()
-	}
 	if f.st.Status != FleetRunning {
-		// Paused, stopped or halted while the task ended: what was to start waits in its
-		// host's queue, to start after a resume or never.
+		// Paused, stopped or halted while the task ended: what was to start is looked for
+		// (dropStarts), or, in runs before that, waits in its host's queue at once, to start
+		// after a resume or never.
+		if f.findDropped {
+			f.dropStarts()
+		}
 		for _, s := range f.toStart {
 			f.forget(s.Ref).requeue(s.Ref.Row)
 		}
